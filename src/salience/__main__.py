@@ -1,0 +1,3 @@
+from salience.cli import app
+
+app()

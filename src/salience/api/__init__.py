@@ -1,0 +1,1 @@
+"""The HTTP surface: the OpenAI-compatible proxy, the memory API and traces."""

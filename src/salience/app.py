@@ -1,0 +1,51 @@
+"""``create_app``: the FastAPI application, wired from a ``Config``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+
+from salience import __version__
+from salience.api import memory, openai, traces
+from salience.api.errors import install_error_handlers
+from salience.services import Services
+from salience.settings import Config
+
+log = logging.getLogger("salience")
+
+
+def create_app(config: Config, services: Services | None = None, run_worker: bool = True) -> FastAPI:
+    services = services or Services.build(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await services.start(run_worker=run_worker)
+        warm = getattr(services.embedder, "load", None)
+        if warm is not None:
+            await asyncio.to_thread(warm)
+        for tenant in config.tenants.values():
+            if not tenant.api_keys:
+                log.warning("tenant %s has no API key configured: its requests will be refused", tenant.id)
+            if tenant.upstream.resolved_transport == "echo":
+                log.warning("tenant %s has no upstream configured: the built-in echo upstream answers", tenant.id)
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    app = FastAPI(title="salience", version=__version__, lifespan=lifespan)
+    app.state.services = services
+    install_error_handlers(app)
+    app.include_router(openai.router)
+    app.include_router(memory.router)
+    app.include_router(traces.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

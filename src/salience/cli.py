@@ -1,0 +1,113 @@
+"""The ``salience`` command: a thin shell over the library."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from salience.settings import ConfigError, Config, load_config
+
+app = typer.Typer(help="salience: memory for AI companions, behind an OpenAI-compatible proxy.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def _load(config_dir: Path) -> Config:
+    try:
+        return load_config(config_dir)
+    except ConfigError as exc:
+        console.print(f"[red]configuration error[/red]\n{exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    config: Path = typer.Option(Path("config"), "--config", help="configuration directory"),
+    host: Optional[str] = typer.Option(None, help="listen address (default: from salience.yaml, 127.0.0.1)"),
+    port: Optional[int] = typer.Option(None, help="listen port (default: from salience.yaml, 8080)"),
+) -> None:
+    """Run the proxy."""
+    import uvicorn
+
+    from salience.app import create_app
+
+    settings = _load(config)
+    logging.basicConfig(level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.server.listen.host,
+        port=port or settings.server.listen.port,
+        log_level=settings.server.log_level,
+    )
+
+
+@app.command("import")
+def import_file(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help='JSON: {"sessions": [...]}, as the import API takes'),
+    user: str = typer.Option(..., "--user", help="the end user the transcripts belong to"),
+    tenant: str = typer.Option("demo", "--tenant"),
+    config: Path = typer.Option(Path("config"), "--config"),
+) -> None:
+    """Import existing transcripts with their timestamps and extract their memories."""
+    from pydantic import ValidationError
+
+    from salience.memory.importer import ImportRequest, import_sessions
+    from salience.model import UserRef
+    from salience.services import Services
+
+    settings = _load(config)
+    if tenant not in settings.tenants:
+        console.print(f"[red]no tenant {tenant!r}[/red] in {config / 'tenants'}")
+        raise typer.Exit(2)
+    try:
+        request = ImportRequest.model_validate(json.loads(file.read_text()))
+    except (ValueError, ValidationError) as exc:
+        console.print(f"[red]{file} is not an import file:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+    async def run() -> None:
+        services = Services.build(settings)
+        await services.start(run_worker=False)
+        try:
+            with Progress(
+                TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+            ) as progress:
+                bar = progress.add_task("sessions", total=len(request.sessions))
+                result = await import_sessions(
+                    services.store,
+                    services.worker,
+                    UserRef(tenant, user),
+                    request.sessions,
+                    on_session=lambda _: progress.advance(bar),
+                )
+        finally:
+            await services.stop()
+        console.print(
+            f"{result.sessions} sessions, {result.messages} messages: "
+            f"{result.memories_added} memories added, {result.memories_reinforced} reinforced"
+        )
+
+    asyncio.run(run())
+
+
+@app.command()
+def demo() -> None:
+    """A scripted two-session conversation against a local echo upstream, offline."""
+    from salience.demo import run_demo
+
+    asyncio.run(run_demo(Console()))
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

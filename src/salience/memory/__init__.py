@@ -1,0 +1,1 @@
+"""What salience remembers: extraction, embedding, recall and injection."""

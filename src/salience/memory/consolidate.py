@@ -1,0 +1,67 @@
+"""Consolidation: a new candidate either reinforces a memory we already hold or becomes one.
+
+Mentioning the same thing again must strengthen the existing item, not add a duplicate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from salience.memory.extract import Candidate
+from salience.model import MemoryItem, UserRef, stable_id
+
+SAME_MEMORY_SIMILARITY = 0.92
+
+
+def consolidate(
+    user: UserRef,
+    candidates: list[Candidate],
+    embeddings: np.ndarray,
+    existing: list[MemoryItem],
+) -> tuple[list[MemoryItem], list[MemoryItem]]:
+    """Split candidates into new memories and reinforcements of existing ones."""
+    known = [m for m in existing if m.embedding is not None]
+    known_matrix = np.stack([m.embedding for m in known]) if known else np.zeros((0, embeddings.shape[1]))
+    added: list[MemoryItem] = []
+    reinforced: dict[str, MemoryItem] = {}
+
+    for candidate, vector in zip(candidates, embeddings):
+        memory_id = stable_id("mem", user.tenant, user.user, *candidate.sources, candidate.text)
+        match = _most_similar(vector, known_matrix)
+        if match is not None:
+            target = reinforced.get(known[match].id, known[match])
+            if memory_id in target.sources or set(candidate.sources) <= set(target.sources):
+                continue  # this very message already counted
+            reinforced[target.id] = replace(
+                target,
+                mention_count=target.mention_count + 1,
+                last_reinforced_at=max(candidate.created_at, target.last_reinforced_at or target.created_at),
+                sources=[*target.sources, *(s for s in candidate.sources if s not in target.sources)],
+                importance=max(target.importance, candidate.importance),
+            )
+            continue
+        item = MemoryItem(
+            id=memory_id,
+            text=candidate.text,
+            kind=candidate.kind,
+            importance=candidate.importance,
+            speaker=candidate.speaker,
+            created_at=candidate.created_at,
+            last_reinforced_at=candidate.created_at,
+            sources=list(candidate.sources),
+            embedding=vector,
+        )
+        added.append(item)
+        known.append(item)
+        known_matrix = np.vstack([known_matrix, vector[None, :]])
+    return added, list(reinforced.values())
+
+
+def _most_similar(vector: np.ndarray, matrix: np.ndarray) -> int | None:
+    if matrix.shape[0] == 0:
+        return None
+    similarities = matrix @ vector
+    best = int(np.argmax(similarities))
+    return best if similarities[best] >= SAME_MEMORY_SIMILARITY else None

@@ -1,0 +1,107 @@
+"""Extractors turn an exchange into candidate memories.
+
+``Extractor`` is the protocol; ``SelfDisclosureExtractor`` is the offline default: it keeps
+the sentences in which the user tells something about themselves or their life.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Protocol
+
+import pysbd
+
+from salience.memory.importance import estimate_importance
+from salience.model import MemoryKind, Message
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A memory an extractor proposes, before consolidation against what is already known."""
+
+    text: str
+    kind: MemoryKind
+    importance: float
+    speaker: str
+    created_at: datetime
+    sources: tuple[str, ...]
+
+
+class Extractor(Protocol):
+    async def extract(self, messages: list[Message]) -> list[Candidate]: ...
+
+
+FIRST_PERSON = re.compile(r"\b(i|i'm|i've|i'd|i'll|im|me|my|mine|myself|we|we're|our|us)\b", re.IGNORECASE)
+SMALL_TALK = re.compile(
+    r"^(hi|hello|hey|thanks|thank you|ok|okay|yes|no|sure|good morning|good night|bye|lol)\b[\s!.,]*$"
+    r"|^(hi|hello|hey)\b.{0,30}\b(again|there|back)\b[\s!.,]*$",
+    re.IGNORECASE,
+)
+KIND_PATTERNS: list[tuple[MemoryKind, re.Pattern[str]]] = [
+    ("fear", re.compile(r"\b(afraid|scared|terrified|worried|anxious|fear|dread)\b", re.I)),
+    ("goal", re.compile(r"\b(i want to|i'd like to|i hope to|my goal|i plan to|i'm going to|i will|trying to)\b", re.I)),
+    (
+        "relationship",
+        re.compile(
+            r"\b(my (mom|mum|mother|dad|father|sister|sis|brother|wife|husband|partner|boyfriend|girlfriend|"
+            r"son|daughter|kids?|friend|boss|manager|grandma|grandmother|grandpa|grandfather|aunt|uncle|cousin)|"
+            r"married|divorced|dating|broke up)\b",
+            re.I,
+        ),
+    ),
+    ("preference", re.compile(r"\b(i (really )?(love|like|enjoy|hate|prefer|can't stand)|my favou?rite)\b", re.I)),
+    ("event", re.compile(r"\b(yesterday|today|last (week|month|year|night)|just|was|were|got|went|had)\b", re.I)),
+]
+MIN_WORDS = 4
+
+
+@lru_cache(maxsize=1)
+def _segmenter() -> pysbd.Segmenter:
+    return pysbd.Segmenter(language="en", clean=False)
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _segmenter().segment(text) if s.strip()]
+
+
+def classify_kind(sentence: str) -> MemoryKind:
+    for kind, pattern in KIND_PATTERNS:
+        if pattern.search(sentence):
+            return kind
+    return "fact"
+
+
+def is_self_disclosure(sentence: str) -> bool:
+    if sentence.endswith("?") or SMALL_TALK.match(sentence):
+        return False
+    if len(sentence.split()) < MIN_WORDS:
+        return False
+    return bool(FIRST_PERSON.search(sentence))
+
+
+class SelfDisclosureExtractor:
+    """Offline: first-person sentences from the user's messages become memories."""
+
+    async def extract(self, messages: list[Message]) -> list[Candidate]:
+        candidates = []
+        for message in messages:
+            if message.role != "user" or not message.content:
+                continue
+            for sentence in split_sentences(message.content):
+                if not is_self_disclosure(sentence):
+                    continue
+                kind = classify_kind(sentence)
+                candidates.append(
+                    Candidate(
+                        text=sentence,
+                        kind=kind,
+                        importance=estimate_importance(sentence, kind),
+                        speaker=message.name or "user",
+                        created_at=message.created_at,
+                        sources=(message.id,),
+                    )
+                )
+        return candidates

@@ -1,0 +1,78 @@
+"""The long-lived parts of a running salience, built once from the config."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from salience.memory.embed import Embedder, build_embedder
+from salience.memory.extract import Extractor, SelfDisclosureExtractor
+from salience.memory.recall import Recaller
+from salience.settings import Config, TenantSettings, hash_api_key
+from salience.store.base import Store, open_store
+from salience.upstream import Upstream, build_upstream
+from salience.worker import ExtractionWorker
+
+
+class TenantDirectory:
+    """Finds the tenant an API key belongs to, comparing key hashes in constant time."""
+
+    def __init__(self, tenants: dict[str, TenantSettings]) -> None:
+        self.tenants = tenants
+        self._hashes = [(key_hash, tenant) for tenant in tenants.values() for key_hash in tenant.api_key_hashes]
+
+    def by_api_key(self, api_key: str) -> TenantSettings | None:
+        presented = hash_api_key(api_key)
+        found = None
+        for key_hash, tenant in self._hashes:  # no early exit: every comparison is made
+            if hmac.compare_digest(presented, key_hash):
+                found = tenant
+        return found
+
+
+@dataclass
+class Services:
+    config: Config
+    store: Store
+    embedder: Embedder
+    extractor: Extractor
+    recaller: Recaller
+    worker: ExtractionWorker
+    upstreams: dict[str, Upstream]
+    tenants: TenantDirectory
+
+    @classmethod
+    def build(
+        cls,
+        config: Config,
+        *,
+        store: Store | None = None,
+        embedder: Embedder | None = None,
+        extractor: Extractor | None = None,
+        upstreams: dict[str, Upstream] | None = None,
+    ) -> "Services":
+        store = store or open_store(config.server.resolved_store_url)
+        embedder = embedder or build_embedder(config.server.embedder)
+        extractor = extractor or SelfDisclosureExtractor()
+        upstreams = upstreams or {tid: build_upstream(t.upstream) for tid, t in config.tenants.items()}
+        return cls(
+            config=config,
+            store=store,
+            embedder=embedder,
+            extractor=extractor,
+            recaller=Recaller(store, embedder),
+            worker=ExtractionWorker(store, extractor, embedder),
+            upstreams=upstreams,
+            tenants=TenantDirectory(config.tenants),
+        )
+
+    async def start(self, run_worker: bool = True) -> None:
+        await self.store.open()
+        if run_worker:
+            self.worker.start()
+
+    async def stop(self) -> None:
+        await self.worker.stop()
+        for upstream in self.upstreams.values():
+            await upstream.aclose()
+        await self.store.close()

@@ -1,0 +1,214 @@
+"""Configuration: the server file and one file per tenant, validated at start-up.
+
+    config/salience.yaml          server-wide settings
+    config/tenants/<tenant>.yaml  one tenant each; the file name is the tenant id
+
+Secrets are never literal: a value written ``os.environ/NAME`` is read from the
+environment here, and only here. An unset variable reads as "not configured".
+A bad file stops the server with the file, the field and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_REFERENCE = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)$")
+TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class ConfigError(Exception):
+    """A configuration file is missing or invalid; the message names file, field and reason."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listen(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+
+
+class EmbedderSettings(_Strict):
+    provider: Literal["local", "litellm"] = "local"
+    model: str = "all-MiniLM-L6-v2"
+    api_base: str | None = None
+    api_key: str | None = None
+    batch_size: int = Field(64, ge=1, le=4096)
+
+
+class ServerSettings(_Strict):
+    listen: Listen = Listen()
+    data_dir: Path = Path(".salience")
+    store_url: str | None = None
+    embedder: EmbedderSettings = EmbedderSettings()
+    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{self.data_dir / 'salience.db'}"
+
+
+class UpstreamSettings(_Strict):
+    """Where completions go. With neither model nor api_base, the built-in echo upstream answers."""
+
+    model: str | None = None
+    api_base: str | None = None
+    api_key: str | None = None
+    # relay: OpenAI wire format, reply bytes forwarded untouched. litellm: any provider
+    # litellm supports, reply re-encoded as OpenAI JSON. auto: relay for OpenAI-compatible
+    # upstreams, litellm for the rest.
+    transport: Literal["auto", "relay", "litellm", "echo"] = "auto"
+    timeout_seconds: float = Field(60.0, gt=0)
+    extra_headers: dict[str, str] = {}
+
+    @property
+    def resolved_transport(self) -> Literal["relay", "litellm", "echo"]:
+        if self.transport != "auto":
+            return self.transport
+        if not self.model and not self.api_base:
+            return "echo"
+        provider = (self.model or "").split("/", 1)[0] if "/" in (self.model or "") else "openai"
+        if self.api_base and provider in {"openai", "hosted_vllm", "openai_compatible"}:
+            return "relay"
+        if not self.model:
+            return "relay"
+        return "litellm"
+
+    @property
+    def upstream_model_name(self) -> str | None:
+        """The model name as the upstream itself knows it (provider prefix removed for relay)."""
+        if self.model and self.resolved_transport == "relay" and "/" in self.model:
+            prefix, rest = self.model.split("/", 1)
+            if prefix in {"openai", "hosted_vllm", "openai_compatible"}:
+                return rest
+        return self.model
+
+
+class MemorySettings(_Strict):
+    budget_tokens: int = Field(600, ge=0, le=100_000)
+    half_life_days: float = Field(30.0, gt=0)
+    session_gap_minutes: float = Field(30.0, gt=0)
+    min_similarity: float = Field(0.30, ge=-1, le=1)
+    max_items: int = Field(20, ge=1, le=1000)
+
+
+class SafetySettings(_Strict):
+    locale: str = "en-US"
+
+
+class TenantSettings(_Strict):
+    id: str
+    api_keys: list[str] = []
+    upstream: UpstreamSettings = UpstreamSettings()
+    memory: MemorySettings = MemorySettings()
+    safety: SafetySettings = SafetySettings()
+    data_region: str = "local"
+    debug_headers: bool = False
+    retention_days: float | None = Field(None, gt=0)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_are_long_enough(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            if len(key) < 8:
+                raise ValueError("an API key must be at least 8 characters")
+        return keys
+
+    @property
+    def api_key_hashes(self) -> list[bytes]:
+        return [hash_api_key(key) for key in self.api_keys]
+
+
+class Config(BaseModel):
+    """Everything the server needs, resolved and validated."""
+
+    model_config = ConfigDict(frozen=True)
+
+    directory: Path
+    server: ServerSettings
+    tenants: dict[str, TenantSettings]
+
+
+def hash_api_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def resolve_env_references(value: Any) -> Any:
+    """Replace every ``os.environ/NAME`` string with the variable's value (None when unset)."""
+    if isinstance(value, str):
+        match = ENV_REFERENCE.match(value.strip())
+        if match:
+            return os.environ.get(match.group(1)) or None
+        return value
+    if isinstance(value, list):
+        resolved = [resolve_env_references(v) for v in value]
+        return [v for v in resolved if v is not None]
+    if isinstance(value, dict):
+        return {k: resolve_env_references(v) for k, v in value.items()}
+    return value
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _explain(path: Path, exc: ValidationError) -> ConfigError:
+    reasons = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "(file)"
+        reasons.append(f"{path}: {field}: {error['msg']}")
+    return ConfigError("\n".join(reasons))
+
+
+def load_config(directory: str | Path) -> Config:
+    """Read and validate ``salience.yaml`` and ``tenants/*.yaml`` below ``directory``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: configuration directory not found")
+
+    server_file = directory / "salience.yaml"
+    raw_server = _read_yaml(server_file) if server_file.exists() else {}
+    raw_server = resolve_env_references(raw_server)
+    if os.environ.get("SALIENCE_DATA_DIR"):
+        raw_server["data_dir"] = os.environ["SALIENCE_DATA_DIR"]
+    if os.environ.get("SALIENCE_STORE_URL"):
+        raw_server["store_url"] = os.environ["SALIENCE_STORE_URL"]
+    try:
+        server = ServerSettings.model_validate(raw_server)
+    except ValidationError as exc:
+        raise _explain(server_file, exc) from None
+
+    tenants: dict[str, TenantSettings] = {}
+    owners: dict[bytes, str] = {}
+    for tenant_file in sorted((directory / "tenants").glob("*.yaml")):
+        tenant_id = tenant_file.stem
+        if not TENANT_ID.match(tenant_id):
+            raise ConfigError(f"{tenant_file}: the file name must be a tenant id ([a-z0-9_-])")
+        raw = resolve_env_references(_read_yaml(tenant_file))
+        try:
+            tenant = TenantSettings.model_validate({**raw, "id": tenant_id})
+        except ValidationError as exc:
+            raise _explain(tenant_file, exc) from None
+        for key_hash in tenant.api_key_hashes:
+            if key_hash in owners:
+                raise ConfigError(f"{tenant_file}: api_keys: a key is also used by tenant {owners[key_hash]!r}")
+            owners[key_hash] = tenant_id
+        tenants[tenant_id] = tenant
+    if not tenants:
+        raise ConfigError(f"{directory / 'tenants'}: no tenant files (*.yaml) found")
+    return Config(directory=directory, server=server, tenants=tenants)

@@ -1,0 +1,87 @@
+"""The ``Store`` protocol: everything salience keeps, and nothing about how it is kept.
+
+Like an httpx transport, a store is a small explicit interface with one embedded
+implementation (SQLite, the zero-setup default) and room for others (Redis) that must
+pass the same conformance tests. No SQL, no key layout leaks through it. Every method
+takes a ``UserRef`` (tenant + user) or a tenant: nothing can reach a user without
+naming their tenant.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
+
+from salience.model import ExtractionJob, MemoryItem, Message, UserRef
+
+
+@runtime_checkable
+class Store(Protocol):
+    url: str
+
+    async def open(self) -> None:
+        """Create or migrate the schema. Idempotent."""
+
+    async def close(self) -> None: ...
+
+    # -- sessions and messages --------------------------------------------------------
+    async def resolve_session(
+        self, user: UserRef, requested: str | None, now: datetime, inactivity_gap: timedelta
+    ) -> str:
+        """The session for this request: ``requested`` if given, else the user's latest
+        session if it was active within ``inactivity_gap``, else a new one."""
+
+    async def add_messages(self, user: UserRef, messages: list[Message]) -> None:
+        """Store messages; a message whose id exists already is left as it is."""
+
+    # -- memories ---------------------------------------------------------------------
+    async def load_memories(self, user: UserRef) -> list[MemoryItem]:
+        """Every memory of the user, embeddings included, oldest first."""
+
+    async def get_memory(self, user: UserRef, memory_id: str) -> MemoryItem | None: ...
+
+    async def list_memories(
+        self, user: UserRef, limit: int, after: str | None = None
+    ) -> tuple[list[MemoryItem], bool]:
+        """A page of memories, oldest first, without embeddings, and whether more follow."""
+
+    async def memory_version(self, user: UserRef) -> int:
+        """A number that changes whenever the user's memories change (for caches)."""
+
+    # -- the extraction queue -----------------------------------------------------------
+    async def enqueue_extraction(self, job: ExtractionJob, now: datetime) -> bool:
+        """Queue a job durably; False when a job with the same id was queued before."""
+
+    async def claim_extraction_jobs(
+        self, limit: int, now: datetime, lease: timedelta
+    ) -> list[ExtractionJob]:
+        """Lease up to ``limit`` due jobs; a job whose lease runs out is claimable again."""
+
+    async def commit_extraction(
+        self,
+        job: ExtractionJob,
+        added: list[MemoryItem],
+        reinforced: list[MemoryItem],
+    ) -> None:
+        """Atomically store the job's messages and memories and mark the job done."""
+
+    async def retry_extraction(self, job_id: str, error: str, available_at: datetime | None) -> None:
+        """Put a leased job back for another try at ``available_at``; None gives up on it."""
+
+    async def pending_extractions(self, user: UserRef | None = None) -> int:
+        """Jobs queued or leased, not yet done or given up (for one user, or all)."""
+
+    # -- traces ------------------------------------------------------------------------
+    async def save_trace(self, tenant: str, trace_id: str, payload: dict[str, Any], now: datetime) -> None: ...
+
+    async def get_trace(self, tenant: str, trace_id: str) -> dict[str, Any] | None: ...
+
+
+def open_store(url: str) -> Store:
+    """A store for ``url``: ``sqlite:///path/to/file.db`` (``redis://`` arrives with the Redis store)."""
+    if url.startswith("sqlite:///"):
+        from salience.store.sqlite import SQLiteStore
+
+        return SQLiteStore(url)
+    scheme = url.split(":", 1)[0]
+    raise ValueError(f"unsupported store URL scheme {scheme!r}: use sqlite:///path")

@@ -1,0 +1,405 @@
+"""The embedded store: one SQLite file in WAL mode, migrations numbered in code.
+
+All access runs on one dedicated thread that owns the connection, so the event loop
+never blocks on disk and no two statements interleave inside a transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+
+from salience.model import ExtractionJob, MemoryItem, Message, UserRef, new_id
+
+T = TypeVar("T")
+
+# Append only: a migration, once released, is never edited. Index = version - 1.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE sessions (
+        tenant TEXT NOT NULL, user_id TEXT NOT NULL, id TEXT NOT NULL,
+        started_at REAL NOT NULL, last_seen_at REAL NOT NULL,
+        PRIMARY KEY (tenant, user_id, id)
+    );
+    CREATE INDEX sessions_by_recency ON sessions (tenant, user_id, last_seen_at);
+
+    CREATE TABLE messages (
+        tenant TEXT NOT NULL, user_id TEXT NOT NULL, id TEXT NOT NULL,
+        session_id TEXT NOT NULL, role TEXT NOT NULL, name TEXT,
+        content TEXT NOT NULL, created_at REAL NOT NULL,
+        PRIMARY KEY (tenant, user_id, id)
+    );
+
+    CREATE TABLE memories (
+        tenant TEXT NOT NULL, user_id TEXT NOT NULL, id TEXT NOT NULL,
+        text TEXT NOT NULL, kind TEXT NOT NULL, importance REAL NOT NULL,
+        speaker TEXT NOT NULL, created_at REAL NOT NULL, last_reinforced_at REAL,
+        mention_count INTEGER NOT NULL DEFAULT 1, pinned INTEGER NOT NULL DEFAULT 0,
+        sources TEXT NOT NULL, session_id TEXT, embedding BLOB,
+        PRIMARY KEY (tenant, user_id, id)
+    );
+
+    CREATE TABLE user_versions (
+        tenant TEXT NOT NULL, user_id TEXT NOT NULL, version INTEGER NOT NULL,
+        PRIMARY KEY (tenant, user_id)
+    );
+
+    CREATE TABLE extraction_jobs (
+        id TEXT PRIMARY KEY, tenant TEXT NOT NULL, user_id TEXT NOT NULL,
+        session_id TEXT NOT NULL, messages TEXT NOT NULL,
+        status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        available_at REAL NOT NULL, leased_until REAL, last_error TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX extraction_jobs_due ON extraction_jobs (status, available_at);
+
+    CREATE TABLE traces (
+        tenant TEXT NOT NULL, id TEXT NOT NULL, created_at REAL NOT NULL, payload TEXT NOT NULL,
+        PRIMARY KEY (tenant, id)
+    );
+    """,
+]
+
+
+def _ts(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def _dt(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, timezone.utc) if value is not None else None
+
+
+def _message_to_json(message: Message) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "role": message.role,
+        "content": message.content,
+        "name": message.name,
+        "created_at": message.created_at.timestamp(),
+        "session_id": message.session_id,
+    }
+
+
+def _message_from_json(data: dict[str, Any]) -> Message:
+    return Message(
+        id=data["id"],
+        role=data["role"],
+        content=data["content"],
+        name=data.get("name"),
+        created_at=_dt(data["created_at"]),  # type: ignore[arg-type]
+        session_id=data["session_id"],
+    )
+
+
+class SQLiteStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = Path(url.removeprefix("sqlite:///"))
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salience-sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    # -- plumbing -------------------------------------------------------------------------
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, fn)
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        assert self._conn is not None, "store is not open"
+        return fn(self._conn)
+
+    async def open(self) -> None:
+        def connect() -> None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.row_factory = sqlite3.Row
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            for version, script in enumerate(MIGRATIONS, start=1):
+                if version <= current:
+                    continue
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in filter(str.strip, script.split(";")):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {version}")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            self._conn = conn
+
+        if self._conn is None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._run(lambda conn: conn.close())
+            self._conn = None
+        self._executor.shutdown(wait=True)
+
+    @staticmethod
+    def _transaction(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body()
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    # -- sessions and messages --------------------------------------------------------------
+    async def resolve_session(
+        self, user: UserRef, requested: str | None, now: datetime, inactivity_gap: timedelta
+    ) -> str:
+        def resolve(conn: sqlite3.Connection) -> str:
+            def body() -> str:
+                if requested:
+                    session_id = requested
+                else:
+                    row = conn.execute(
+                        "SELECT id, last_seen_at FROM sessions WHERE tenant=? AND user_id=?"
+                        " ORDER BY last_seen_at DESC LIMIT 1",
+                        (user.tenant, user.user),
+                    ).fetchone()
+                    recent = row is not None and now.timestamp() - row["last_seen_at"] <= inactivity_gap.total_seconds()
+                    session_id = row["id"] if recent else new_id("sess")
+                conn.execute(
+                    "INSERT INTO sessions (tenant, user_id, id, started_at, last_seen_at) VALUES (?,?,?,?,?)"
+                    " ON CONFLICT (tenant, user_id, id) DO UPDATE SET"
+                    " last_seen_at = max(last_seen_at, excluded.last_seen_at)",
+                    (user.tenant, user.user, session_id, now.timestamp(), now.timestamp()),
+                )
+                return session_id
+
+            return self._transaction(conn, body)
+
+        return await self._run(resolve)
+
+    @staticmethod
+    def _insert_messages(conn: sqlite3.Connection, user: UserRef, messages: list[Message]) -> None:
+        conn.executemany(
+            "INSERT OR IGNORE INTO messages (tenant, user_id, id, session_id, role, name, content, created_at)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            [
+                (user.tenant, user.user, m.id, m.session_id, m.role, m.name, m.content, m.created_at.timestamp())
+                for m in messages
+            ],
+        )
+
+    async def add_messages(self, user: UserRef, messages: list[Message]) -> None:
+        await self._run(lambda conn: self._transaction(conn, lambda: self._insert_messages(conn, user, messages)))
+
+    # -- memories ---------------------------------------------------------------------------
+    @staticmethod
+    def _row_to_memory(row: sqlite3.Row, with_embedding: bool) -> MemoryItem:
+        embedding = None
+        if with_embedding and row["embedding"] is not None:
+            embedding = np.frombuffer(row["embedding"], dtype=np.float32)
+        return MemoryItem(
+            id=row["id"],
+            text=row["text"],
+            kind=row["kind"],
+            importance=row["importance"],
+            speaker=row["speaker"],
+            created_at=_dt(row["created_at"]),  # type: ignore[arg-type]
+            last_reinforced_at=_dt(row["last_reinforced_at"]),
+            mention_count=row["mention_count"],
+            pinned=bool(row["pinned"]),
+            sources=json.loads(row["sources"]),
+            session_id=row["session_id"],
+            embedding=embedding,
+        )
+
+    async def load_memories(self, user: UserRef) -> list[MemoryItem]:
+        def load(conn: sqlite3.Connection) -> list[MemoryItem]:
+            rows = conn.execute(
+                "SELECT * FROM memories WHERE tenant=? AND user_id=? ORDER BY rowid", (user.tenant, user.user)
+            ).fetchall()
+            return [self._row_to_memory(row, with_embedding=True) for row in rows]
+
+        return await self._run(load)
+
+    async def get_memory(self, user: UserRef, memory_id: str) -> MemoryItem | None:
+        def get(conn: sqlite3.Connection) -> MemoryItem | None:
+            row = conn.execute(
+                "SELECT * FROM memories WHERE tenant=? AND user_id=? AND id=?", (user.tenant, user.user, memory_id)
+            ).fetchone()
+            return self._row_to_memory(row, with_embedding=False) if row else None
+
+        return await self._run(get)
+
+    async def list_memories(
+        self, user: UserRef, limit: int, after: str | None = None
+    ) -> tuple[list[MemoryItem], bool]:
+        def page(conn: sqlite3.Connection) -> tuple[list[MemoryItem], bool]:
+            start = 0
+            if after:
+                row = conn.execute(
+                    "SELECT rowid FROM memories WHERE tenant=? AND user_id=? AND id=?", (user.tenant, user.user, after)
+                ).fetchone()
+                start = row[0] if row else 0
+            rows = conn.execute(
+                "SELECT * FROM memories WHERE tenant=? AND user_id=? AND rowid > ? ORDER BY rowid LIMIT ?",
+                (user.tenant, user.user, start, limit + 1),
+            ).fetchall()
+            items = [self._row_to_memory(row, with_embedding=False) for row in rows[:limit]]
+            return items, len(rows) > limit
+
+        return await self._run(page)
+
+    async def memory_version(self, user: UserRef) -> int:
+        def version(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT version FROM user_versions WHERE tenant=? AND user_id=?", (user.tenant, user.user)
+            ).fetchone()
+            return row[0] if row else 0
+
+        return await self._run(version)
+
+    # -- the extraction queue -----------------------------------------------------------------
+    async def enqueue_extraction(self, job: ExtractionJob, now: datetime) -> bool:
+        def enqueue(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO extraction_jobs"
+                " (id, tenant, user_id, session_id, messages, status, attempts, available_at, created_at)"
+                " VALUES (?,?,?,?,?,'queued',0,?,?)",
+                (
+                    job.id,
+                    job.user.tenant,
+                    job.user.user,
+                    job.session_id,
+                    json.dumps([_message_to_json(m) for m in job.messages]),
+                    now.timestamp(),
+                    now.timestamp(),
+                ),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(enqueue)
+
+    async def claim_extraction_jobs(self, limit: int, now: datetime, lease: timedelta) -> list[ExtractionJob]:
+        def claim(conn: sqlite3.Connection) -> list[ExtractionJob]:
+            def body() -> list[ExtractionJob]:
+                rows = conn.execute(
+                    "SELECT * FROM extraction_jobs WHERE"
+                    " (status='queued' AND available_at <= ?) OR (status='leased' AND leased_until <= ?)"
+                    " ORDER BY available_at LIMIT ?",
+                    (now.timestamp(), now.timestamp(), limit),
+                ).fetchall()
+                jobs = []
+                for row in rows:
+                    conn.execute(
+                        "UPDATE extraction_jobs SET status='leased', leased_until=?, attempts=attempts+1 WHERE id=?",
+                        ((now + lease).timestamp(), row["id"]),
+                    )
+                    jobs.append(
+                        ExtractionJob(
+                            id=row["id"],
+                            user=UserRef(row["tenant"], row["user_id"]),
+                            session_id=row["session_id"],
+                            messages=[_message_from_json(m) for m in json.loads(row["messages"])],
+                            attempts=row["attempts"] + 1,
+                        )
+                    )
+                return jobs
+
+            return self._transaction(conn, body)
+
+        return await self._run(claim)
+
+    async def commit_extraction(
+        self, job: ExtractionJob, added: list[MemoryItem], reinforced: list[MemoryItem]
+    ) -> None:
+        user = job.user
+
+        def commit(conn: sqlite3.Connection) -> None:
+            def body() -> None:
+                done = conn.execute("SELECT status FROM extraction_jobs WHERE id=?", (job.id,)).fetchone()
+                if done is not None and done["status"] == "done":
+                    return  # another worker finished it first: applying twice would double-count
+                self._insert_messages(conn, user, job.messages)
+                conn.executemany(
+                    "INSERT OR IGNORE INTO memories (tenant, user_id, id, text, kind, importance, speaker, created_at,"
+                    " last_reinforced_at, mention_count, pinned, sources, session_id, embedding)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [
+                        (
+                            user.tenant, user.user, item.id, item.text, item.kind, item.importance, item.speaker,
+                            _ts(item.created_at), _ts(item.last_reinforced_at), item.mention_count, int(item.pinned),
+                            json.dumps(item.sources), item.session_id,
+                            item.embedding.astype(np.float32).tobytes() if item.embedding is not None else None,
+                        )
+                        for item in added
+                    ],
+                )
+                conn.executemany(
+                    "UPDATE memories SET mention_count=?, last_reinforced_at=?, sources=?, importance=?"
+                    " WHERE tenant=? AND user_id=? AND id=?",
+                    [
+                        (
+                            item.mention_count, _ts(item.last_reinforced_at), json.dumps(item.sources),
+                            item.importance, user.tenant, user.user, item.id,
+                        )
+                        for item in reinforced
+                    ],
+                )
+                if added or reinforced:
+                    conn.execute(
+                        "INSERT INTO user_versions (tenant, user_id, version) VALUES (?,?,1)"
+                        " ON CONFLICT (tenant, user_id) DO UPDATE SET version = version + 1",
+                        (user.tenant, user.user),
+                    )
+                conn.execute("UPDATE extraction_jobs SET status='done', leased_until=NULL WHERE id=?", (job.id,))
+
+            self._transaction(conn, body)
+
+        await self._run(commit)
+
+    async def retry_extraction(self, job_id: str, error: str, available_at: datetime | None) -> None:
+        status = "queued" if available_at is not None else "failed"
+        due = available_at.timestamp() if available_at is not None else 0.0
+        await self._run(
+            lambda conn: conn.execute(
+                "UPDATE extraction_jobs SET status=?, leased_until=NULL, last_error=?, available_at=?"
+                " WHERE id=? AND status='leased'",
+                (status, error[:500], due, job_id),
+            )
+        )
+
+    async def pending_extractions(self, user: UserRef | None = None) -> int:
+        def count(conn: sqlite3.Connection) -> int:
+            if user is None:
+                return conn.execute("SELECT count(*) FROM extraction_jobs WHERE status IN ('queued', 'leased')").fetchone()[0]
+            return conn.execute(
+                "SELECT count(*) FROM extraction_jobs WHERE status IN ('queued', 'leased') AND tenant=? AND user_id=?",
+                (user.tenant, user.user),
+            ).fetchone()[0]
+
+        return await self._run(count)
+
+    # -- traces -----------------------------------------------------------------------------------
+    async def save_trace(self, tenant: str, trace_id: str, payload: dict[str, Any], now: datetime) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO traces (tenant, id, created_at, payload) VALUES (?,?,?,?)",
+                (tenant, trace_id, now.timestamp(), json.dumps(payload)),
+            )
+        )
+
+    async def get_trace(self, tenant: str, trace_id: str) -> dict[str, Any] | None:
+        def get(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            row = conn.execute("SELECT payload FROM traces WHERE tenant=? AND id=?", (tenant, trace_id)).fetchone()
+            return json.loads(row[0]) if row else None
+
+        return await self._run(get)

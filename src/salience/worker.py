@@ -1,0 +1,101 @@
+"""The extraction worker: drains the durable queue, off the response path.
+
+A job is leased, extracted, embedded, consolidated against the user's memories and
+committed in one store transaction that also marks it done. A worker that dies mid-job
+leaves a lease that runs out, and the job is claimed again; committing twice is a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from salience.memory.consolidate import consolidate
+from salience.memory.embed import Embedder
+from salience.memory.extract import Extractor
+from salience.model import ExtractionJob, utcnow
+from salience.store.base import Store
+
+log = logging.getLogger("salience.worker")
+
+MAX_ATTEMPTS = 5
+LEASE = timedelta(seconds=120)
+
+
+class ExtractionWorker:
+    def __init__(
+        self, store: Store, extractor: Extractor, embedder: Embedder, poll_seconds: float = 1.0, batch: int = 8
+    ) -> None:
+        self.store = store
+        self.extractor = extractor
+        self.embedder = embedder
+        self.poll_seconds = poll_seconds
+        self.batch = batch
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def process(self, job: ExtractionJob) -> tuple[int, int]:
+        """Extract one job's memories and commit them; returns (added, reinforced)."""
+        candidates = await self.extractor.extract(job.messages)
+        if candidates:
+            embeddings = await self.embedder.embed([c.text for c in candidates])
+            existing = await self.store.load_memories(job.user)
+            added, reinforced = consolidate(job.user, candidates, embeddings, existing)
+        else:
+            added, reinforced = [], []
+        await self.store.commit_extraction(job, added, reinforced)
+        return len(added), len(reinforced)
+
+    async def run_once(self) -> int:
+        """Claim and process the jobs that are due now; returns how many were claimed."""
+        jobs = await self.store.claim_extraction_jobs(self.batch, utcnow(), LEASE)
+        for job in jobs:
+            try:
+                await self.process(job)
+            except Exception as exc:  # one bad job must not stop the queue
+                give_up = job.attempts >= MAX_ATTEMPTS
+                retry_at = None if give_up else utcnow() + timedelta(seconds=2**job.attempts)
+                log.warning(
+                    "extraction job %s failed (attempt %d, %s): %s",
+                    job.id, job.attempts, "giving up" if give_up else "will retry", type(exc).__name__,
+                )
+                await self.store.retry_extraction(job.id, f"{type(exc).__name__}: {exc}", retry_at)
+        return len(jobs)
+
+    def notify(self) -> None:
+        """A job was queued: look now instead of at the next poll."""
+        self._wake.set()
+
+    async def drain(self) -> None:
+        """Process until no job is due (used by import, the demo and tests)."""
+        while await self.run_once():
+            pass
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                while await self.run_once():
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store may be briefly unavailable; keep going
+                log.error("extraction worker loop error: %s", type(exc).__name__)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+            except asyncio.TimeoutError:
+                pass
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="salience-extraction-worker")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import httpx
+import pytest
+import yaml
+from openai import AsyncOpenAI
+
+from salience.app import create_app
+from salience.memory.embed import LocalMiniLMEmbedder
+from salience.memory.extract import Extractor
+from salience.services import Services
+from salience.settings import Config, load_config
+from tests.fake_upstream import FakeUpstream
+from tests.servers import ServerThread
+
+
+@pytest.fixture(scope="session")
+def embedder() -> LocalMiniLMEmbedder:
+    """The real default embedder, loaded once for the whole run (it takes seconds)."""
+    model = LocalMiniLMEmbedder()
+    model.load()
+    return model
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    fake = FakeUpstream()
+    with ServerThread(fake.app()) as server:
+        fake.url = server.url + "/v1"
+        yield fake
+
+
+@dataclass
+class Proxy:
+    url: str
+    api_key: str
+    config: Config
+    services: Services
+
+    def client(self, **kwargs: Any) -> AsyncOpenAI:
+        return AsyncOpenAI(base_url=self.url + "/v1", api_key=kwargs.pop("api_key", self.api_key), max_retries=0, **kwargs)
+
+    def http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, headers={"authorization": f"Bearer {self.api_key}"}, timeout=60)
+
+
+def write_config(directory: Path, tenants: dict[str, dict[str, Any]], server: dict[str, Any] | None = None) -> Path:
+    (directory / "tenants").mkdir(parents=True, exist_ok=True)
+    (directory / "salience.yaml").write_text(yaml.safe_dump({"data_dir": str(directory / "data"), **(server or {})}))
+    for name, settings in tenants.items():
+        (directory / "tenants" / f"{name}.yaml").write_text(yaml.safe_dump(settings))
+    return directory
+
+
+@pytest.fixture
+def make_proxy(
+    tmp_path: Path, embedder: LocalMiniLMEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Proxy]]:
+    """Start salience for real (uvicorn on a free port) from YAML files written for the test."""
+    running: list[ServerThread] = []
+
+    def start(
+        upstream: FakeUpstream | None = None,
+        extractor: Extractor | None = None,
+        tenant: dict[str, Any] | None = None,
+        memory: dict[str, Any] | None = None,
+    ) -> Proxy:
+        api_key = "sk-test-" + secrets.token_hex(12)
+        monkeypatch.setenv("TEST_SALIENCE_KEY", api_key)
+        upstream_settings: dict[str, Any] = {"transport": "echo"}
+        if upstream is not None:
+            upstream_settings = {"api_base": upstream.url, "api_key": "os.environ/TEST_UPSTREAM_KEY", "timeout_seconds": 5}
+            monkeypatch.setenv("TEST_UPSTREAM_KEY", "sk-upstream-secret")
+        settings: dict[str, Any] = {
+            "api_keys": ["os.environ/TEST_SALIENCE_KEY"],
+            "upstream": upstream_settings,
+            "debug_headers": True,
+            "memory": {"budget_tokens": 400, **(memory or {})},
+        }
+        for key, value in (tenant or {}).items():
+            if isinstance(value, dict) and isinstance(settings.get(key), dict):
+                settings[key] = {**settings[key], **value}
+            else:
+                settings[key] = value
+        config = load_config(write_config(tmp_path / f"config{len(running)}", {"demo": settings}))
+        services = Services.build(config, embedder=embedder, extractor=extractor)
+        server = ServerThread(create_app(config, services)).__enter__()
+        running.append(server)
+        return Proxy(server.url, api_key, config, services)
+
+    yield start
+    for server in running:
+        server.__exit__(None, None, None)

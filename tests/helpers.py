@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+
+
+async def wait_for_memories(http: httpx.AsyncClient, user: str, at_least: int = 1, timeout: float = 30) -> list[dict[str, Any]]:
+    """Poll the memory API until the user has ``at_least`` memories (extraction is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await http.get(f"/v1/users/{user}/memories", params={"limit": 1000})
+        response.raise_for_status()
+        data = response.json()["data"]
+        if len(data) >= at_least or time.monotonic() > deadline:
+            return data
+        await asyncio.sleep(0.1)
+
+
+def memory_block(messages: list[dict[str, Any]]) -> str:
+    """The injected memory message's content, or '' when nothing was injected."""
+    blocks = [m["content"] for m in messages if m.get("role") == "system" and "<salience_memory>" in str(m.get("content"))]
+    assert len(blocks) <= 1, "memory must be injected as one message"
+    return blocks[0] if blocks else ""

@@ -1,0 +1,132 @@
+"""The Store protocol, on a real SQLite file. Written once for every backend."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from salience.model import ExtractionJob, MemoryItem, Message, UserRef, utcnow
+from salience.store.base import Store, open_store
+
+ALICE = UserRef("tenant-a", "alice")
+ALICE_ELSEWHERE = UserRef("tenant-b", "alice")
+
+
+@pytest.fixture(params=["sqlite"])
+async def store(request, tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    await store.open()
+    yield store
+    await store.close()
+
+
+def memory(memory_id: str, text: str, **kwargs) -> MemoryItem:
+    now = utcnow()
+    return MemoryItem(
+        id=memory_id, text=text, kind="fact", importance=0.5, speaker="user", created_at=now,
+        last_reinforced_at=now, sources=[f"msg_{memory_id}"], embedding=np.ones(4, dtype=np.float32) / 2, **kwargs,
+    )
+
+
+def job(job_id: str, user: UserRef = ALICE, text: str = "hello") -> ExtractionJob:
+    return ExtractionJob(
+        id=job_id, user=user, session_id="s1",
+        messages=[Message(id=f"m-{job_id}", role="user", content=text, created_at=utcnow(), session_id="s1")],
+    )
+
+
+async def test_store_satisfies_the_protocol(store):
+    assert isinstance(store, Store)
+
+
+async def test_memories_are_scoped_by_tenant_and_user(store):
+    await store.commit_extraction(job("j1"), [memory("m1", "My sister is Sarah.")], [])
+    assert [m.id for m in await store.load_memories(ALICE)] == ["m1"]
+    assert await store.load_memories(ALICE_ELSEWHERE) == []
+    assert await store.get_memory(ALICE_ELSEWHERE, "m1") is None
+    loaded = (await store.load_memories(ALICE))[0]
+    np.testing.assert_allclose(loaded.embedding, np.ones(4) / 2)
+    assert loaded.sources == ["msg_m1"]
+
+
+async def test_commit_is_applied_once_and_bumps_the_version(store):
+    before = await store.memory_version(ALICE)
+    queued = job("j1")
+    await store.enqueue_extraction(queued, utcnow())
+    [claimed] = await store.claim_extraction_jobs(10, utcnow(), timedelta(seconds=60))
+    await store.commit_extraction(claimed, [memory("m1", "x")], [])
+    reinforced = memory("m1", "x", mention_count=2)
+    await store.commit_extraction(claimed, [], [reinforced])  # a second delivery of the same job
+    assert (await store.get_memory(ALICE, "m1")).mention_count == 1
+    assert await store.memory_version(ALICE) == before + 1
+    assert await store.pending_extractions() == 0
+
+
+async def test_enqueue_is_idempotent_and_jobs_are_leased(store):
+    now = utcnow()
+    assert await store.enqueue_extraction(job("j1"), now) is True
+    assert await store.enqueue_extraction(job("j1"), now) is False
+    assert await store.pending_extractions(ALICE) == 1
+    assert await store.pending_extractions(ALICE_ELSEWHERE) == 0
+    [first] = await store.claim_extraction_jobs(10, now, timedelta(seconds=30))
+    assert first.messages[0].content == "hello" and first.attempts == 1
+    assert await store.claim_extraction_jobs(10, now + timedelta(seconds=10), timedelta(seconds=30)) == []
+    # the worker that held it died: its lease runs out and the job is delivered again
+    [again] = await store.claim_extraction_jobs(10, now + timedelta(seconds=31), timedelta(seconds=30))
+    assert again.id == "j1" and again.attempts == 2
+
+
+async def test_retry_later_and_give_up(store):
+    now = utcnow()
+    await store.enqueue_extraction(job("j1"), now)
+    await store.claim_extraction_jobs(10, now, timedelta(seconds=30))
+    await store.retry_extraction("j1", "boom", now + timedelta(seconds=5))
+    assert await store.claim_extraction_jobs(10, now, timedelta(seconds=30)) == []
+    [retried] = await store.claim_extraction_jobs(10, now + timedelta(seconds=6), timedelta(seconds=30))
+    await store.retry_extraction(retried.id, "boom again", None)
+    assert await store.pending_extractions() == 0
+    assert await store.claim_extraction_jobs(10, now + timedelta(days=1), timedelta(seconds=30)) == []
+
+
+async def test_sessions_continue_within_the_gap_and_restart_after(store):
+    now = utcnow()
+    gap = timedelta(minutes=30)
+    first = await store.resolve_session(ALICE, None, now, gap)
+    assert await store.resolve_session(ALICE, None, now + timedelta(minutes=29), gap) == first
+    later = await store.resolve_session(ALICE, None, now + timedelta(minutes=29 + 31), gap)
+    assert later != first
+    assert await store.resolve_session(ALICE, "explicit", now, gap) == "explicit"
+    assert await store.resolve_session(ALICE_ELSEWHERE, None, now, gap) not in {first, later}
+
+
+async def test_paging_and_traces(store):
+    await store.commit_extraction(job("j1"), [memory(f"m{i}", f"fact {i}") for i in range(5)], [])
+    page1, more1 = await store.list_memories(ALICE, 2)
+    page2, more2 = await store.list_memories(ALICE, 2, after=page1[-1].id)
+    page3, more3 = await store.list_memories(ALICE, 2, after=page2[-1].id)
+    assert [m.id for m in page1 + page2 + page3] == [f"m{i}" for i in range(5)]
+    assert (more1, more2, more3) == (True, True, False)
+    await store.save_trace("tenant-a", "t1", {"messages": [1, 2]}, utcnow())
+    assert await store.get_trace("tenant-a", "t1") == {"messages": [1, 2]}
+    assert await store.get_trace("tenant-b", "t1") is None
+
+
+async def test_data_survives_a_restart(tmp_path):
+    url = f"sqlite:///{tmp_path / 'durable.db'}"
+    first = open_store(url)
+    await first.open()
+    await first.enqueue_extraction(job("j1"), utcnow())
+    await first.commit_extraction(job("j2"), [memory("m1", "kept")], [])
+    await first.close()
+    second = open_store(url)
+    await second.open()  # migrations run again: a no-op
+    assert [m.text for m in await second.load_memories(ALICE)] == ["kept"]
+    assert await second.pending_extractions() == 1
+    await second.close()
+
+
+def test_unknown_store_url_is_refused():
+    with pytest.raises(ValueError, match="unsupported store URL"):
+        open_store("mongodb://localhost")

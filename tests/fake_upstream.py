@@ -77,7 +77,7 @@ STREAM_WORDS = ["I ", "am ", "here ", "for ", "you."]
 class FakeUpstream:
     """Behaviour is set per test through ``mode`` (and ``status``/``delay``)."""
 
-    mode: str = "ok"  # ok | tools | error | slow
+    mode: str = "ok"  # ok | tools | error | stall (a stream that stops after its first frame)
     status: int = 500
     error_body: bytes = b'{"error": {"message": "upstream says no", "type": "server_error", "param": null, "code": null}}'
     delay: float = 0.0
@@ -103,6 +103,8 @@ class FakeUpstream:
                 async def gen():
                     for frame in frames:
                         yield frame
+                        if self.mode == "stall":
+                            await asyncio.sleep(30)
 
                 return StreamingResponse(gen(), media_type="text/event-stream")
             payload = TOOL_CALL_BYTES if self.mode == "tools" else COMPLETION_BYTES

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from salience import __version__
 from salience.api import memory, openai, traces
+from salience.api.body import BodySizeLimit
 from salience.api.errors import install_error_handlers
 from salience.services import Services
 from salience.settings import Config
@@ -40,6 +41,7 @@ def create_app(config: Config, services: Services | None = None, run_worker: boo
     app = FastAPI(title="salience", version=__version__, lifespan=lifespan)
     app.state.services = services
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=config.server.max_request_bytes)
     app.include_router(openai.router)
     app.include_router(memory.router)
     app.include_router(traces.router)

@@ -30,6 +30,7 @@ log = logging.getLogger("salience.pipeline")
 USER_HEADER = "x-salience-user"
 SESSION_HEADER = "x-salience-session"
 MAX_STREAM_CAPTURE = 1_000_000  # bytes of a streamed reply kept for extraction
+MAX_USER_ID = 256
 
 
 @dataclass
@@ -97,10 +98,12 @@ async def identify(
     request: Request, tenant: TenantSettings, body: dict[str, Any], services: Services
 ) -> Identity | None:
     """The end user (header wins over the body's ``user``) and their session; None: no user."""
-    user_id = request.headers.get(USER_HEADER) or body.get("user")
-    if not isinstance(user_id, str) or not user_id.strip():
+    user_id = (request.headers.get(USER_HEADER) or "").strip() or (body.get("user") or "").strip()
+    if not user_id:
         return None
-    user = UserRef(tenant.id, user_id.strip())
+    if len(user_id) > MAX_USER_ID:
+        raise SalienceError(400, f"the user id must be at most {MAX_USER_ID} characters", param="user", code="invalid_value")
+    user = UserRef(tenant.id, user_id)
     now = utcnow()
     session_id = await services.store.resolve_session(
         user,

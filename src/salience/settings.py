@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_REFERENCE = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)$")
 TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -36,12 +36,22 @@ class Listen(_Strict):
     port: int = Field(8080, ge=1, le=65535)
 
 
+LOCAL_EMBEDDING_MODELS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+STORE_SCHEMES = ("sqlite:///",)
+
+
 class EmbedderSettings(_Strict):
     provider: Literal["local", "litellm"] = "local"
     model: str = "all-MiniLM-L6-v2"
     api_base: str | None = None
     api_key: str | None = None
     batch_size: int = Field(64, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _local_model_is_shipped(self) -> "EmbedderSettings":
+        if self.provider == "local" and self.model not in LOCAL_EMBEDDING_MODELS:
+            raise ValueError(f"the local embedder ships all-MiniLM-L6-v2 only, not {self.model!r}")
+        return self
 
 
 class ServerSettings(_Strict):
@@ -51,6 +61,13 @@ class ServerSettings(_Strict):
     embedder: EmbedderSettings = EmbedderSettings()
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_is_supported(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(STORE_SCHEMES):
+            raise ValueError(f"unsupported store URL {url.split(':', 1)[0]!r}: use sqlite:///path")
+        return url
 
     @property
     def resolved_store_url(self) -> str:
@@ -69,6 +86,14 @@ class UpstreamSettings(_Strict):
     transport: Literal["auto", "relay", "litellm", "echo"] = "auto"
     timeout_seconds: float = Field(60.0, gt=0)
     extra_headers: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _transport_has_what_it_needs(self) -> "UpstreamSettings":
+        if self.transport == "relay" and not self.api_base:
+            raise ValueError("transport relay needs api_base (the upstream's OpenAI-compatible /v1 URL)")
+        if self.transport == "litellm" and not self.model:
+            raise ValueError("transport litellm needs model (e.g. anthropic/claude-sonnet-4-5)")
+        return self
 
     @property
     def resolved_transport(self) -> Literal["relay", "litellm", "echo"]:

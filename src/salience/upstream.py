@@ -125,6 +125,11 @@ class RelayUpstream:
             try:
                 async for chunk in response.aiter_raw():
                     yield chunk
+            except httpx.TransportError as exc:
+                # Headers are gone already: say what happened in the stream, as OpenAI does.
+                error = _timeout_error(self.settings.timeout_seconds) if isinstance(
+                    exc, httpx.TimeoutException) else _unreachable_error(exc)
+                yield b"\n\ndata: " + error.body() + b"\n\n"
             finally:
                 await response.aclose()
 

@@ -208,3 +208,42 @@ async def test_unknown_path_is_404_in_openai_format(make_proxy, upstream):
         response = await http.get("/v1/nothing-here")
     assert response.status_code == 404
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+async def test_a_stream_that_stalls_ends_with_an_openai_error_frame(make_proxy, upstream):
+    upstream.mode = "stall"
+    proxy = make_proxy(upstream, tenant={"upstream": {"timeout_seconds": 0.5}})
+    async with proxy.client() as client:
+        stream = await client.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
+        received = []
+        with pytest.raises(openai.APIError, match="did not answer"):
+            async for chunk in stream:
+                received.append(chunk)
+    assert received and received[0].choices[0].delta.content == STREAM_WORDS[0]
+
+
+async def test_every_route_limits_the_body_size(make_proxy, upstream):
+    proxy = make_proxy(upstream)
+
+    async def chunked():
+        for _ in range(10):
+            yield b"x" * (1024 * 1024)
+
+    async with proxy.http() as http:
+        declared = await http.post("/v1/users/u/import", content=b"x" * (9 * 1024 * 1024))
+        streamed = await http.post("/v1/users/u/recall", content=chunked())
+    for response in (declared, streamed):
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "request_too_large"
+
+
+async def test_a_blank_user_header_does_not_hide_the_body_user_and_long_ids_are_refused(make_proxy, upstream):
+    proxy = make_proxy(upstream)
+    async with proxy.client() as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="fake-model", messages=MESSAGES, user="body-user", extra_headers={"X-Salience-User": ""}
+        )
+        assert raw.headers["x-salience-memory"] == "on"
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.chat.completions.create(model="fake-model", messages=MESSAGES, user="u" * 300)
+    assert caught.value.body["param"] == "user"

@@ -59,7 +59,7 @@ def test_environment_overrides_data_dir_and_store_url(tmp_path, monkeypatch):
         ({"api_base": "http://h/v1", "model": "hosted_vllm/llama"}, "relay"),
         ({"model": "anthropic/claude-sonnet-4-5"}, "litellm"),
         ({"api_base": "http://h:11434", "model": "ollama/llama3"}, "litellm"),
-        ({"api_base": "http://h/v1", "transport": "litellm"}, "litellm"),
+        ({"api_base": "http://h/v1", "model": "m", "transport": "litellm"}, "litellm"),
     ],
 )
 def test_transport_follows_the_upstream(tmp_path, upstream, transport):
@@ -79,3 +79,18 @@ def test_the_shipped_example_config_is_valid(monkeypatch):
     monkeypatch.setenv("SALIENCE_UPSTREAM_URL", "http://127.0.0.1:1/v1")
     monkeypatch.setenv("SALIENCE_UPSTREAM_MODEL", "gpt-4o-mini")
     assert load_config("config").tenants["demo"].upstream.model == "gpt-4o-mini"
+
+
+@pytest.mark.parametrize(
+    ("tenant", "server", "reason"),
+    [
+        ({"upstream": {"transport": "relay"}}, {}, "needs api_base"),
+        ({"upstream": {"transport": "litellm"}}, {}, "needs model"),
+        ({}, {"store_url": "mongodb://x"}, "unsupported store URL"),
+        ({}, {"embedder": {"model": "bge-large"}}, "all-MiniLM-L6-v2 only"),
+    ],
+)
+def test_impossible_settings_are_config_errors(tmp_path, tenant, server, reason):
+    write_config(tmp_path, {"acme": tenant}, server)
+    with pytest.raises(ConfigError, match=reason):
+        load_config(tmp_path)

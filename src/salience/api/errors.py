@@ -26,6 +26,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        if first.get("type") == "json_invalid":
+            return error_response(SalienceError(400, "the request body is not valid JSON", code="invalid_json"))
         location = [str(part) for part in first.get("loc", ())]
         if location and location[0] in {"body", "query", "path", "header"}:
             location = location[1:]  # where it was, not what it was

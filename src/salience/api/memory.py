@@ -13,6 +13,7 @@ from salience.errors import SalienceError
 from salience.memory.importer import ImportRequest, import_sessions
 from salience.memory.recall import RecalledMemory
 from salience.model import MemoryItem, UserRef
+from salience.pipeline import MAX_USER_ID
 from salience.services import Services
 from salience.settings import TenantSettings
 
@@ -45,8 +46,8 @@ def recalled_json(recalled: RecalledMemory) -> dict[str, Any]:
 
 
 def user_ref(tenant: TenantSettings, user_id: str) -> UserRef:
-    if not user_id.strip() or len(user_id) > 256:
-        raise SalienceError(400, "user_id must be 1 to 256 characters", param="user_id")
+    if not user_id.strip() or len(user_id) > MAX_USER_ID:
+        raise SalienceError(400, f"user_id must be 1 to {MAX_USER_ID} characters", param="user_id")
     return UserRef(tenant.id, user_id)
 
 

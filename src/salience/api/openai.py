@@ -18,8 +18,7 @@ router = APIRouter()
 
 @router.post("/v1/chat/completions")
 async def create_chat_completion(request: Request, tenant: TenantSettings = Depends(tenant_of)) -> Response:
-    services: Services = request.app.state.services
-    body = validate_chat_body(await read_json(request, services.config.server.max_request_bytes))
+    body = validate_chat_body(await read_json(request))
     return await chat_completion(request, tenant, body)
 
 

@@ -51,6 +51,7 @@ def consolidate(
             created_at=candidate.created_at,
             last_reinforced_at=candidate.created_at,
             sources=list(candidate.sources),
+            session_id=candidate.session_id,
             embedding=vector,
         )
         added.append(item)

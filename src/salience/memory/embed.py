@@ -59,7 +59,11 @@ class LocalMiniLMEmbedder:
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
         vectors = self._model.encode(
-            list(texts), batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True
+            list(texts),
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
 
@@ -87,6 +91,4 @@ class LiteLLMEmbedder:
 def build_embedder(settings: EmbedderSettings) -> Embedder:
     if settings.provider == "litellm":
         return LiteLLMEmbedder(settings.model, settings.api_base, settings.api_key)
-    if settings.model not in {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}:
-        raise ValueError(f"the local embedder ships all-MiniLM-L6-v2 only, not {settings.model!r}")
     return LocalMiniLMEmbedder(batch_size=settings.batch_size)

@@ -28,6 +28,7 @@ class Candidate:
     speaker: str
     created_at: datetime
     sources: tuple[str, ...]
+    session_id: str | None = None
 
 
 class Extractor(Protocol):
@@ -102,6 +103,7 @@ class SelfDisclosureExtractor:
                         speaker=message.name or "user",
                         created_at=message.created_at,
                         sources=(message.id,),
+                        session_id=message.session_id,
                     )
                 )
         return candidates

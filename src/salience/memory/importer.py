@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Literal
 
 from pydantic import BaseModel, Field
@@ -70,7 +70,8 @@ async def import_sessions(
             for m in session.messages
         ]
         last_seen = max((m.created_at for m in messages), default=started)
-        await store.resolve_session(user, session.id, started, last_seen - started)
+        for moment in (started, last_seen):  # creates the session, then moves its last activity
+            await store.resolve_session(user, session.id, moment, timedelta(0))
         job = ExtractionJob(
             id=stable_id("job", user.tenant, user.user, "import", session.id, *(m.id for m in messages)),
             user=user,

@@ -7,10 +7,12 @@ nothing a user once said can close the block or pose as an instruction.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from salience.model import MemoryItem
 
+SAFE_NAME = re.compile(r"[\w .'-]{1,64}")
 OPEN_TAG = "<salience_memory>"
 CLOSE_TAG = "</salience_memory>"
 PREAMBLE = (
@@ -21,7 +23,14 @@ PREAMBLE = (
 
 def render_line(item: MemoryItem) -> str:
     date = item.created_at.date().isoformat()
-    return f"- {date}, {item.speaker} said: {json.dumps(item.text, ensure_ascii=False)}"
+    return f"- {date}, {_speaker(item.speaker)} said: {json.dumps(item.text, ensure_ascii=False)}"
+
+
+def _speaker(name: str) -> str:
+    """A speaker name is the app's or user's text too: plain words only, or it is quoted."""
+    if SAFE_NAME.fullmatch(name):
+        return name
+    return json.dumps(name, ensure_ascii=False)
 
 
 def render_context(items: list[MemoryItem]) -> str:

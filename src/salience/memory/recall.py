@@ -89,6 +89,7 @@ class Recaller:
         query_vector = (await self.embedder.embed([query]))[0]
         similarities = memory_set.matrix @ query_vector
         ranked = []
+        similarity_of: dict[str, float] = {}
         for index in np.argsort(-similarities):
             item = memory_set.items[index]
             similarity = float(similarities[index])
@@ -96,6 +97,7 @@ class Recaller:
                 break
             if at is not None and item.created_at > at:
                 continue
+            similarity_of[item.id] = similarity
             ranked.append(RecalledMemory(item, rank_score(similarity, item)))
             if len(ranked) >= settings.max_items:
                 break
@@ -104,7 +106,7 @@ class Recaller:
         chosen = pack_into_budget(ranked, budget, model)
         if not chosen:
             return Recall()
-        best_similarity = float(max(similarities))
+        best_similarity = max(similarity_of[m.item.id] for m in ranked)
         context = render_context([m.item for m in chosen])
         return Recall(
             context=context,

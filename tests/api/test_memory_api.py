@@ -41,8 +41,8 @@ async def test_import_then_recall_returns_what_would_be_injected(make_proxy):
     assert top["speaker"] == "Caroline"
     assert top["created_at"].startswith("2023-05-08T13:56")
     assert set(top) >= {"id", "text", "kind", "importance", "score", "sources", "speaker", "created_at", "pinned"}
-    assert recall["context"].count("- 2023-") == len(recall["items"])
-    assert "Caroline said" in recall["context"]
+    assert recall["context"].count("\n- ") == len(recall["items"])
+    assert "\n8 May 2023:\n- Caroline: " in recall["context"]
     from salience.memory.tokens import count_tokens
 
     assert recall["tokens"] == count_tokens(recall["context"])
@@ -69,11 +69,15 @@ async def test_recall_at_a_past_time_sees_only_what_was_said_by_then(make_proxy)
     assert any("necklace" in item["text"] for item in after["items"])
 
 
-async def test_recall_with_nothing_stored_is_not_found(make_proxy):
+async def test_recall_with_nothing_stored_is_not_found_and_says_so(make_proxy):
     proxy = make_proxy()
     async with proxy.http() as http:
-        recall = (await http.post("/v1/users/nobody/recall", json={"query": "do you remember my dog?"})).json()
-    assert recall == {"object": "salience.recall", "context": "", "tokens": 0, "confidence": 0.0, "found": False, "items": []}
+        asked_about_past = (await http.post("/v1/users/nobody/recall", json={"query": "do you remember my dog?"})).json()
+        not_about_past = (await http.post("/v1/users/nobody/recall", json={"query": "what should I cook tonight?"})).json()
+    assert asked_about_past["found"] is False and asked_about_past["items"] == []
+    assert "no memory" in asked_about_past["context"] and "don't remember" in asked_about_past["context"]
+    assert asked_about_past["tokens"] > 0
+    assert not_about_past == {"object": "salience.recall", "context": "", "tokens": 0, "confidence": 0.0, "found": False, "items": []}
 
 
 async def test_recall_budget_is_respected(make_proxy):

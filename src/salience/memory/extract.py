@@ -14,6 +14,7 @@ from typing import Protocol
 
 import pysbd
 
+from salience.memory.dates import resolve_relative_dates
 from salience.memory.importance import estimate_importance
 from salience.model import MemoryKind, Message
 
@@ -75,32 +76,63 @@ def classify_kind(sentence: str) -> MemoryKind:
     return "fact"
 
 
+SPEAKING_ROLES = {"user", "assistant"}
+
+
+def speaks_for_a_person(message: Message) -> bool:
+    """The user always; the assistant side only when it is a named person (an imported
+    transcript between two people). An AI companion's own replies are not memories."""
+    return message.role == "user" or (message.role in SPEAKING_ROLES and bool(message.name))
+OTHER_SPEAKER_WEIGHT = 0.8  # what the other side says matters, but less than the user's own words
+
+
 def is_self_disclosure(sentence: str) -> bool:
-    if sentence.endswith("?") or SMALL_TALK.match(sentence):
+    """A statement about the speaker's life: first person, not a question or a pleasantry."""
+    return is_statement(sentence) and bool(FIRST_PERSON.search(sentence))
+
+
+PHATIC = re.compile(
+    r"^(i'?m so sorry|i am so sorry|i'?m sorry to hear|that sounds|it sounds like|i understand|i hear you|"
+    r"thank(s| you)|that'?s (great|awesome|amazing|wonderful|so cool)|wow|congrat\w*)\b",
+    re.IGNORECASE,
+)
+
+
+def is_statement(sentence: str) -> bool:
+    if sentence.endswith("?") or SMALL_TALK.match(sentence) or PHATIC.match(sentence):
         return False
-    if len(sentence.split()) < MIN_WORDS:
-        return False
-    return bool(FIRST_PERSON.search(sentence))
+    return len(sentence.split()) >= MIN_WORDS
+
+
+def is_memorable(sentence: str) -> bool:
+    """Worth keeping: any statement that is not a question, a pleasantry or small talk.
+    Importance, not this filter, decides how much it counts."""
+    return is_statement(sentence)
 
 
 class SelfDisclosureExtractor:
-    """Offline: first-person sentences from the user's messages become memories."""
+    """Offline: statements from both sides of the exchange, one memory per sentence, with
+    relative dates resolved against the time they were said and the speaker kept."""
 
     async def extract(self, messages: list[Message]) -> list[Candidate]:
         candidates = []
         for message in messages:
-            if message.role != "user" or not message.content:
+            if not speaks_for_a_person(message) or not message.content:
                 continue
             for sentence in split_sentences(message.content):
-                if not is_self_disclosure(sentence):
+                if not is_memorable(sentence):
                     continue
-                kind = classify_kind(sentence)
+                text = resolve_relative_dates(sentence, message.created_at)
+                kind = classify_kind(text)
+                importance = estimate_importance(text, kind)
+                if message.role != "user":
+                    importance *= OTHER_SPEAKER_WEIGHT
                 candidates.append(
                     Candidate(
-                        text=sentence,
+                        text=text,
                         kind=kind,
-                        importance=estimate_importance(sentence, kind),
-                        speaker=message.name or "user",
+                        importance=round(importance, 4),
+                        speaker=message.name or message.role,
                         created_at=message.created_at,
                         sources=(message.id,),
                         session_id=message.session_id,

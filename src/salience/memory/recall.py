@@ -1,22 +1,43 @@
 """Recall: from the current turn to the memories worth injecting, within a token budget.
 
-candidates (the user's memory set, cached per user version) -> relevance (embedding
-similarity) -> packing into the budget, counted exactly with tiktoken -> confidence.
+    candidates  the user's whole memory set, cached until the store's version for the user moves
+    relevance   dense similarity (the embedder) + lexical BM25 (bm25s), both in-process, so every
+                store behaves the same; memories about someone else than the person the turn
+                names count for less
+    salience    importance, decay and reinforcement (memory/salience.py), as of ``at``
+    packing     best score first, near-duplicates skipped, counted exactly with tiktoken
+    confidence  calibrated on the best relevance; nothing found and the turn refers to the
+                past -> an honest "you don't remember this" note; nothing found otherwise ->
+                nothing injected rather than noise
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 
+from salience.memory.confidence import FOUND_AT, named_confidence, refers_to_past, unnamed_confidence
 from salience.memory.embed import Embedder
-from salience.memory.inject import render_context
+from salience.memory.inject import day_label, render_context, render_line, render_nothing_remembered
+from salience.memory.lexical import LexicalIndex
+from salience.memory.salience import salience_array
 from salience.memory.tokens import count_tokens
-from salience.model import MemoryItem, UserRef
+from salience.model import MemoryItem, UserRef, utcnow
 from salience.settings import MemorySettings
 from salience.store.base import Store
+
+DENSE_WEIGHT = 0.6
+LEXICAL_WEIGHT = 0.4
+SALIENCE_WEIGHT = 0.15  # score = relevance * (1 - w + w * salience): relevance leads, salience orders
+OTHER_SUBJECT = 0.65  # a memory about someone other than the person the turn names
+RECENT_SESSION_BONUS = 0.03
+NEAR_DUPLICATE = 0.95
+SAME_MESSAGE_WEIGHT = 0.85
+CANDIDATES = 400
+NAME = re.compile(r"\b[A-Z][a-z]+(?:'s)?\b")
 
 
 @dataclass
@@ -38,29 +59,69 @@ class Recall:
         return [m.item.id for m in self.memories]
 
 
-@dataclass
-class _MemorySet:
-    version: int
-    items: list[MemoryItem]
-    matrix: np.ndarray  # one unit-length row per item
+class MemorySet:
+    """One user's memories as arrays, ready to score; built once per store version."""
+
+    def __init__(self, version: int, items: list[MemoryItem]) -> None:
+        self.version = version
+        self.items = items
+        self.matrix = np.stack([m.embedding for m in items]).astype(np.float32) if items else np.zeros((0, 0), np.float32)
+        self.lexical = LexicalIndex([f"{m.speaker}: {m.text}" for m in items])
+        self.created = np.array([m.created_at.timestamp() for m in items], dtype=np.float64)
+        self.anchor = np.array(
+            [max(m.created_at, m.last_reinforced_at or m.created_at).timestamp() for m in items], dtype=np.float64
+        )
+        self.importance = np.array([m.importance for m in items], dtype=np.float64)
+        self.reinforcements = np.array([m.mention_count - 1 for m in items], dtype=np.float64)
+        self.pinned = np.array([m.pinned for m in items], dtype=bool)
+        self.speakers = {m.speaker for m in items}
+        first_sources = [m.sources[0] if m.sources else m.id for m in items]
+        groups = {source: n for n, source in enumerate(dict.fromkeys(first_sources))}
+        self.message_group = np.array([groups[s] for s in first_sources], dtype=np.int64)
+        self.group_count = len(groups)
+        self.session_ids = np.array([m.session_id or "" for m in items], dtype=object)
+        self._line_tokens: dict[int, int] = {}
+        self._about: dict[str, np.ndarray] = {}
+
+    def best_in_message(self, score: np.ndarray) -> np.ndarray:
+        """For each memory, the best score among memories said in the same message: the
+        sentence next to the one that matched often holds the answer."""
+        best = np.full(self.group_count, -np.inf)
+        np.maximum.at(best, self.message_group, score)
+        return best[self.message_group]
+
+    def line_tokens(self, index: int) -> int:
+        if index not in self._line_tokens:
+            self._line_tokens[index] = count_tokens(render_line(self.items[index]))
+        return self._line_tokens[index]
+
+    def about(self, query: str) -> tuple[set[str], np.ndarray]:
+        """The known speakers the turn names, and which memories are about them (said by them,
+        or naming them). A turn that names nobody is about everyone."""
+        named = {word.removesuffix("'s") for word in NAME.findall(query)} & self.speakers
+        mask = np.ones(len(self.items), dtype=bool) if not named else np.zeros(len(self.items), dtype=bool)
+        for name in named:
+            if name not in self._about:
+                self._about[name] = np.array([m.speaker == name or name in m.text for m in self.items], dtype=bool)
+            mask |= self._about[name]
+        return named, mask
 
 
 class MemoryCache:
-    """A user's memories and their embedding matrix, reused until the store's version moves."""
+    """Per-user memory sets, reused until the store's version for the user moves."""
 
     def __init__(self, store: Store, max_users: int = 10_000) -> None:
         self.store = store
         self.max_users = max_users
-        self._sets: dict[UserRef, _MemorySet] = {}
+        self._sets: dict[UserRef, MemorySet] = {}
 
-    async def get(self, user: UserRef) -> _MemorySet:
+    async def get(self, user: UserRef) -> MemorySet:
         version = await self.store.memory_version(user)
         cached = self._sets.get(user)
         if cached is not None and cached.version == version:
             return cached
         items = [m for m in await self.store.load_memories(user) if m.embedding is not None]
-        matrix = np.stack([m.embedding for m in items]) if items else np.zeros((0, 0), dtype=np.float32)
-        memory_set = _MemorySet(version, items, matrix)
+        memory_set = MemorySet(version, items)
         if len(self._sets) >= self.max_users:
             self._sets.pop(next(iter(self._sets)))
         self._sets[user] = memory_set
@@ -82,51 +143,96 @@ class Recaller:
         model: str | None = None,
     ) -> Recall:
         budget = settings.budget_tokens if budget_tokens is None else budget_tokens
+        now = at or utcnow()
         memory_set = await self.cache.get(user)
-        if not memory_set.items or not query.strip() or budget <= 0:
-            return Recall()
+        eligible = memory_set.created <= now.timestamp()
+        if not query.strip() or budget <= 0 or not eligible.any():
+            return self._nothing_found(query, budget, 0.0, model)
 
         query_vector = (await self.embedder.embed([query]))[0]
-        similarities = memory_set.matrix @ query_vector
-        ranked = []
-        similarity_of: dict[str, float] = {}
-        for index in np.argsort(-similarities):
-            item = memory_set.items[index]
-            similarity = float(similarities[index])
-            if similarity < settings.min_similarity:
-                break
-            if at is not None and item.created_at > at:
-                continue
-            similarity_of[item.id] = similarity
-            ranked.append(RecalledMemory(item, rank_score(similarity, item)))
-            if len(ranked) >= settings.max_items:
-                break
-        ranked.sort(key=lambda m: m.score, reverse=True)
+        dense = memory_set.matrix @ query_vector
+        named, about = memory_set.about(query)
+        content_query = strip_names(query, named)
+        content_relevance = DENSE_WEIGHT * dense + LEXICAL_WEIGHT * memory_set.lexical.scores(content_query)
+        relevance = content_relevance * np.where(about, 1.0, OTHER_SUBJECT)
+        confidence = self._confidence(named, about, eligible, content_relevance, dense)
+        if confidence < FOUND_AT:
+            return self._nothing_found(query, budget, confidence, model)
 
-        chosen = pack_into_budget(ranked, budget, model)
-        if not chosen:
-            return Recall()
-        best_similarity = max(similarity_of[m.item.id] for m in ranked)
-        context = render_context([m.item for m in chosen])
-        return Recall(
-            context=context,
-            tokens=count_tokens(context, model),
-            confidence=max(0.0, min(1.0, best_similarity)),
-            found=True,
-            memories=chosen,
+        salience = salience_array(
+            memory_set.importance, memory_set.anchor, memory_set.reinforcements, now.timestamp(),
+            settings.half_life_days, memory_set.pinned,
         )
+        score = relevance * (1 - SALIENCE_WEIGHT + SALIENCE_WEIGHT * salience)
+        score = np.maximum(score, SAME_MESSAGE_WEIGHT * memory_set.best_in_message(score))
+        score += RECENT_SESSION_BONUS * self._latest_session(memory_set, eligible)
+        score = np.where(eligible & (relevance >= settings.min_relevance), score, -np.inf)
+        order = [int(i) for i in np.argsort(-score)[:CANDIDATES] if np.isfinite(score[i])]
+
+        chosen = pack_into_budget(memory_set, order, score, budget, settings.max_items, model)
+        if not chosen:
+            return self._nothing_found(query, budget, confidence, model)
+        context = render_context([m.item for m in chosen])
+        return Recall(context, count_tokens(context, model), confidence, True, chosen)
+
+    @staticmethod
+    def _confidence(
+        named: set[str], about: np.ndarray, eligible: np.ndarray, content_relevance: np.ndarray, dense: np.ndarray
+    ) -> float:
+        if not named:
+            return unnamed_confidence(float(dense[eligible].max()))
+        mine, others = eligible & about, eligible & ~about
+        best_about = float(content_relevance[mine].max()) if mine.any() else 0.0
+        best_other = float(content_relevance[others].max()) if others.any() else 0.0
+        return named_confidence(best_about, best_other)
+
+    @staticmethod
+    def _latest_session(memory_set: MemorySet, eligible: np.ndarray) -> np.ndarray:
+        """1 for memories from the most recent earlier session: recent context is always a candidate."""
+        if not eligible.any():
+            return np.zeros(len(memory_set.items))
+        latest = memory_set.session_ids[int(np.argmax(np.where(eligible, memory_set.created, -np.inf)))]
+        return (memory_set.session_ids == latest).astype(np.float64) if latest else np.zeros(len(memory_set.items))
+
+    @staticmethod
+    def _nothing_found(query: str, budget: int, confidence: float, model: str | None) -> Recall:
+        if refers_to_past(query):
+            note = render_nothing_remembered()
+            tokens = count_tokens(note, model)
+            if tokens <= budget:
+                return Recall(note, tokens, confidence, False, [])
+        return Recall(confidence=confidence)
 
 
-def rank_score(similarity: float, item: MemoryItem) -> float:
-    """Relevance first; among relevant memories, the ones that matter more come first."""
-    return similarity * (0.7 + 0.3 * item.importance)
+def strip_names(query: str, names: set[str]) -> str:
+    """The turn without the names of the people it is about: what it asks, not whom."""
+    for name in names:
+        query = re.sub(rf"\b{re.escape(name)}(?:'s)?\b", " ", query)
+    return query
 
 
-def pack_into_budget(ranked: list[RecalledMemory], budget: int, model: str | None) -> list[RecalledMemory]:
-    """The best-ranked memories whose rendered block fits ``budget`` tokens, counted exactly."""
-    chosen: list[RecalledMemory] = []
-    for candidate in ranked:
-        trial = [*chosen, candidate]
-        if count_tokens(render_context([m.item for m in trial]), model) <= budget:
-            chosen = trial
-    return chosen
+def pack_into_budget(
+    memory_set: MemorySet, order: list[int], score: np.ndarray, budget: int, max_items: int, model: str | None
+) -> list[RecalledMemory]:
+    """Best-scored memories whose rendered block fits ``budget`` tokens exactly, near-duplicates skipped."""
+    frame = count_tokens(render_context([memory_set.items[order[0]]]), model) - memory_set.line_tokens(order[0]) if order else 0
+    used = frame
+    days: set[str] = set()
+    chosen: list[int] = []
+    for index in order:
+        if len(chosen) >= max_items:
+            break
+        item = memory_set.items[index]
+        if chosen and float((memory_set.matrix[chosen] @ memory_set.matrix[index]).max()) >= NEAR_DUPLICATE:
+            continue
+        label = day_label(item)
+        cost = memory_set.line_tokens(index) + 1 + (0 if label in days or not chosen else count_tokens(label) + 1)
+        if used + cost > budget:
+            continue
+        chosen.append(index)
+        days.add(label)
+        used += cost
+    # the estimate above adds line by line; the exact count decides
+    while chosen and count_tokens(render_context([memory_set.items[i] for i in chosen]), model) > budget:
+        chosen.pop()
+    return [RecalledMemory(memory_set.items[i], float(score[i])) for i in chosen]

@@ -1,0 +1,1 @@
+"""Evaluation of recall quality (LoCoMo) against baselines measured in the same run."""

@@ -37,7 +37,7 @@ class Listen(_Strict):
 
 
 LOCAL_EMBEDDING_MODELS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
-STORE_SCHEMES = ("sqlite:///",)
+STORE_SCHEMES = ("sqlite:///", "redis://", "rediss://")
 
 
 class EmbedderSettings(_Strict):
@@ -66,7 +66,7 @@ class ServerSettings(_Strict):
     @classmethod
     def _store_is_supported(cls, url: str | None) -> str | None:
         if url is not None and not url.startswith(STORE_SCHEMES):
-            raise ValueError(f"unsupported store URL {url.split(':', 1)[0]!r}: use sqlite:///path")
+            raise ValueError(f"unsupported store URL {url.split(':', 1)[0]!r}: use sqlite:///path or redis://host:port/db")
         return url
 
     @property

@@ -54,11 +54,18 @@ class EmbedderSettings(_Strict):
         return self
 
 
+class ExtractionSettings(_Strict):
+    # How long a worker holds a job before another worker (or this one, restarted) may take
+    # it over: longer than the slowest extraction, short enough that a crash is soon repaired.
+    lease_seconds: float = Field(120.0, ge=1, le=86_400)
+
+
 class ServerSettings(_Strict):
     listen: Listen = Listen()
     data_dir: Path = Path(".salience")
     store_url: str | None = None
     embedder: EmbedderSettings = EmbedderSettings()
+    extraction: ExtractionSettings = ExtractionSettings()
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

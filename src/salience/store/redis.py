@@ -230,11 +230,16 @@ class RedisStore:
         # clock (tests, or a caller that looks ahead), and that lead shortens the idle time needed.
         lead = now - datetime.now(timezone.utc)
         min_idle_ms = max(0, int((lease - lead).total_seconds() * 1000))
-        rows = await self._claim(
-            keys=[f"{QUEUE}:stream", f"{QUEUE}:delayed"],
-            args=[GROUP, self.consumer, repr(now.timestamp()), min_idle_ms, limit, f"{QUEUE}:job:",
-                  repr((now + lease).timestamp())],
-        )
+        keys = [f"{QUEUE}:stream", f"{QUEUE}:delayed"]
+        args = [GROUP, self.consumer, repr(now.timestamp()), min_idle_ms, limit, f"{QUEUE}:job:",
+                repr((now + lease).timestamp())]
+        try:
+            rows = await self._claim(keys=keys, args=args)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.open()  # Redis was down at start-up, or its data was wiped: set the queue up
+            rows = await self._claim(keys=keys, args=args)
         return [
             ExtractionJob(
                 id=job_id.decode(),

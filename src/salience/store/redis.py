@@ -49,6 +49,7 @@ DONE_TTL = int(timedelta(days=7).total_seconds())  # how long a job id stays "se
 FAILED_TTL = int(timedelta(days=30).total_seconds())  # a given-up job stays for inspection
 TRACE_TTL = int(timedelta(days=7).total_seconds())
 QUEUE = "salience:{queue}"
+CONSUMER_IDLE_MS = 3_600_000
 
 
 def _escape(part: str) -> str:
@@ -145,11 +146,16 @@ class RedisStore:
 
     @_unavailable_on_connection_errors
     async def open(self) -> None:
+        stream = f"{QUEUE}:stream"
         try:
-            await self._redis.xgroup_create(f"{QUEUE}:stream", GROUP, id="0", mkstream=True)
+            await self._redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        # Every process start is a new consumer; forget the ones that left nothing leased.
+        for consumer in await self._redis.xinfo_consumers(stream, GROUP):
+            if consumer["pending"] == 0 and consumer["idle"] > CONSUMER_IDLE_MS:
+                await self._redis.xgroup_delconsumer(stream, GROUP, consumer["name"])
 
     async def close(self) -> None:
         await self._redis.aclose()

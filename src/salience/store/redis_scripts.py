@@ -129,10 +129,13 @@ if entry then
   redis.call('XDEL', KEYS[2], entry)
 end
 redis.call('ZREM', KEYS[3], ARGV[3])
-redis.call('HSET', KEYS[1], 'status', 'done')
-redis.call('HDEL', KEYS[1], 'messages', 'entry', 'leased_until')
-redis.call('EXPIRE', KEYS[1], ARGV[2])
 pending(KEYS[4], KEYS[1], -1)
+-- keep only what idempotency needs; rewritten rather than trimmed, so Redis can store the
+-- small hash in its compact encoding again
+local who = redis.call('HMGET', KEYS[1], 'tenant', 'user')
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'tenant', who[1], 'user', who[2], 'status', 'done')
+redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 

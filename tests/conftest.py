@@ -45,7 +45,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture
 def store_backend(request: pytest.FixtureRequest) -> str:
-    """"sqlite" unless a test parametrizes it (indirectly) with STORE_BACKENDS."""
+    """The store backend under test: "sqlite" unless a test parametrizes it (indirectly) with STORE_BACKENDS."""
     return getattr(request, "param", "sqlite")
 
 

@@ -21,7 +21,10 @@ from salience.memory.extract import Extractor
 from salience.services import Services
 from salience.settings import Config, load_config
 from tests.fake_upstream import FakeUpstream
+from tests.redis_server import RedisServer
 from tests.servers import ServerThread
+
+STORE_BACKENDS = ["sqlite", "redis"]
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +33,30 @@ def embedder() -> LocalMiniLMEmbedder:
     model = LocalMiniLMEmbedder()
     model.load()
     return model
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One private redis-server for the run, started only when a test asks for Redis."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def store_backend(request: pytest.FixtureRequest) -> str:
+    """The store backend under test: "sqlite" unless a test parametrizes it (indirectly) with STORE_BACKENDS."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def store_url(store_backend: str, request: pytest.FixtureRequest) -> str | None:
+    """The store URL for the backend under test; None means the default SQLite file."""
+    if store_backend == "sqlite":
+        return None
+    server: RedisServer = request.getfixturevalue("redis_server")
+    server.flush()
+    return server.url
 
 
 @pytest.fixture
@@ -64,9 +91,12 @@ def write_config(directory: Path, tenants: dict[str, dict[str, Any]], server: di
 
 @pytest.fixture
 def make_proxy(
-    tmp_path: Path, embedder: LocalMiniLMEmbedder, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, embedder: LocalMiniLMEmbedder, monkeypatch: pytest.MonkeyPatch, store_url: str | None
 ) -> Iterator[Callable[..., Proxy]]:
-    """Start salience for real (uvicorn on a free port) from YAML files written for the test."""
+    """Start salience for real (uvicorn on a free port) from YAML files written for the test.
+
+    The store is the backend under test (``store_backend``); several proxies started in one
+    test share it when it is Redis, as replicas do."""
     running: list[ServerThread] = []
 
     def start(
@@ -74,6 +104,7 @@ def make_proxy(
         extractor: Extractor | None = None,
         tenant: dict[str, Any] | None = None,
         memory: dict[str, Any] | None = None,
+        server: dict[str, Any] | None = None,
     ) -> Proxy:
         api_key = "sk-test-" + secrets.token_hex(12)
         monkeypatch.setenv("TEST_SALIENCE_KEY", api_key)
@@ -92,7 +123,8 @@ def make_proxy(
                 settings[key] = {**settings[key], **value}
             else:
                 settings[key] = value
-        config = load_config(write_config(tmp_path / f"config{len(running)}", {"demo": settings}))
+        server_settings = {**({"store_url": store_url} if store_url else {}), **(server or {})}
+        config = load_config(write_config(tmp_path / f"config{len(running)}", {"demo": settings}, server_settings))
         services = Services.build(config, embedder=embedder, extractor=extractor)
         server = ServerThread(create_app(config, services)).__enter__()
         running.append(server)

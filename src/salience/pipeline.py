@@ -3,16 +3,18 @@
     identify -> recall -> inject -> upstream -> respond -> enqueue extraction
 
 Everything that makes the reply slower lives here where it can be seen; everything that
-can wait (extraction) is queued after the last byte has left.
+can wait (extraction) is queued after the last byte has left. When the store is
+unreachable the reply is still served, without memory, and the exchange is spooled.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
@@ -21,9 +23,11 @@ from starlette.background import BackgroundTask
 from salience.errors import SalienceError
 from salience.memory.inject import inject_context
 from salience.memory.recall import Recall
-from salience.model import ExtractionJob, Message, UserRef, content_text, new_id, stable_id, utcnow
+from salience.exchange import exchange_messages, exchange_turns, extraction_job
+from salience.model import UserRef, content_text, new_id, utcnow
 from salience.services import Services
 from salience.settings import TenantSettings
+from salience.store.base import StoreUnavailable
 
 log = logging.getLogger("salience.pipeline")
 
@@ -36,7 +40,7 @@ MAX_USER_ID = 256
 @dataclass
 class Identity:
     user: UserRef
-    session_id: str
+    session_id: str | None  # None only when the store was unreachable and no session was asked for
     now: datetime
 
 
@@ -46,35 +50,62 @@ async def chat_completion(request: Request, tenant: TenantSettings, body: dict[s
     streaming = bool(body.get("stream"))
 
     # identify
-    identity = await identify(request, tenant, body, services)
-    if identity is None:
+    user = user_of(request, tenant, body)
+    if user is None:
         return await forward(upstream, body, streaming, headers={"X-Salience-Memory": "off"})
+    requested_session = request.headers.get(SESSION_HEADER) or None
 
-    # recall
-    query = content_text(last_message_of(body["messages"], "user").get("content"))
-    recall = await services.recaller.recall(
-        identity.user, query, tenant.memory, model=body.get("model") or tenant.upstream.model
-    )
+    try:
+        identity = await identify(services, tenant, user, requested_session)
 
-    # inject
-    upstream_body = {**body, "messages": inject_context(body["messages"], recall.context)}
-    headers = {"X-Salience-Memory": "on", "X-Salience-Session": identity.session_id}
-    if tenant.debug_headers:
-        headers.update(await debug_headers(services, tenant, identity, recall, upstream_body))
+        # recall
+        query = content_text(last_message_of(body["messages"], "user").get("content"))
+        recall = await services.recaller.recall(
+            identity.user, query, tenant.memory, model=body.get("model") or tenant.upstream.model
+        )
+
+        # inject
+        upstream_body = {**body, "messages": inject_context(body["messages"], recall.context)}
+        headers = {"X-Salience-Memory": "on", "X-Salience-Session": identity.session_id}
+        if tenant.debug_headers:
+            headers.update(await debug_headers(services, tenant, identity, recall, upstream_body))
+    except StoreUnavailable:
+        # Memory is out of reach, the companion is not: answer without it, and keep the
+        # exchange on local disk so it is remembered once the store is back.
+        log.warning("store unavailable: tenant %s served in pass-through", tenant.id)
+        degraded = Identity(user, requested_session, utcnow())
+
+        async def spool_later(reply_text: str) -> None:
+            await spool_exchange(services, degraded, body["messages"], reply_text)
+
+        return await respond(upstream, body, streaming, {"X-Salience-Memory": "degraded"}, spool_later)
 
     # upstream -> respond -> enqueue extraction (after the last byte)
+    async def enqueue_later(reply_text: str) -> None:
+        await enqueue_extraction(services, identity, body["messages"], reply_text)
+
+    return await respond(upstream, upstream_body, streaming, headers, enqueue_later)
+
+
+async def respond(
+    upstream: Any,
+    body: dict[str, Any],
+    streaming: bool,
+    headers: dict[str, str],
+    after: Callable[[str], Awaitable[None]],
+) -> Response:
+    """Send ``body`` upstream and the reply back; ``after`` gets the reply text once the last
+    byte has left. An upstream refusal raises before any byte is sent, and ``after`` never runs."""
     if not streaming:
-        reply = await upstream.complete(upstream_body)
+        reply = await upstream.complete(body)
         return Response(
             reply.body,
             status_code=reply.status,
             headers={**reply.headers, **headers},
-            background=BackgroundTask(
-                enqueue_extraction, services, identity, body["messages"], reply_text_of(reply.body)
-            ),
+            background=BackgroundTask(after, reply_text_of(reply.body)),
         )
 
-    opened = await upstream.stream(upstream_body)
+    opened = await upstream.stream(body)
     captured = bytearray()
 
     async def relay():
@@ -83,33 +114,32 @@ async def chat_completion(request: Request, tenant: TenantSettings, body: dict[s
                 captured.extend(chunk)
             yield chunk
 
-    async def enqueue_streamed() -> None:
-        await enqueue_extraction(services, identity, body["messages"], streamed_text_of(bytes(captured)))
+    async def after_stream() -> None:
+        await after(streamed_text_of(bytes(captured)))
 
     return StreamingResponse(
         relay(),
         headers={**opened.headers, **headers},
         media_type="text/event-stream",
-        background=BackgroundTask(enqueue_streamed),
+        background=BackgroundTask(after_stream),
     )
 
 
-async def identify(
-    request: Request, tenant: TenantSettings, body: dict[str, Any], services: Services
-) -> Identity | None:
-    """The end user (header wins over the body's ``user``) and their session; None: no user."""
+def user_of(request: Request, tenant: TenantSettings, body: dict[str, Any]) -> UserRef | None:
+    """The end user (header wins over the body's ``user``); None: no user, no memory."""
     user_id = (request.headers.get(USER_HEADER) or "").strip() or (body.get("user") or "").strip()
     if not user_id:
         return None
     if len(user_id) > MAX_USER_ID:
         raise SalienceError(400, f"the user id must be at most {MAX_USER_ID} characters", param="user", code="invalid_value")
-    user = UserRef(tenant.id, user_id)
+    return UserRef(tenant.id, user_id)
+
+
+async def identify(services: Services, tenant: TenantSettings, user: UserRef, requested_session: str | None) -> Identity:
+    """The user and their session, resolved by the store."""
     now = utcnow()
     session_id = await services.store.resolve_session(
-        user,
-        request.headers.get(SESSION_HEADER) or None,
-        now,
-        timedelta(minutes=tenant.memory.session_gap_minutes),
+        user, requested_session, now, timedelta(minutes=tenant.memory.session_gap_minutes)
     )
     return Identity(user, session_id, now)
 
@@ -156,53 +186,31 @@ async def enqueue_extraction(
     services: Services, identity: Identity, request_messages: list[dict[str, Any]], reply_text: str
 ) -> None:
     """Queue the exchange (the latest user turn and the reply) for extraction."""
+    turns = exchange_turns(request_messages, reply_text)
+    if not turns:
+        return
+    assert identity.session_id is not None
     try:
-        messages = exchange_messages(identity, request_messages, reply_text)
-        if not messages:
-            return
-        job = ExtractionJob(
-            id=stable_id("job", *(m.id for m in messages)),
-            user=identity.user,
-            session_id=identity.session_id,
-            messages=messages,
-        )
-        if await services.store.enqueue_extraction(job, utcnow()):
+        messages = exchange_messages(identity.user, identity.session_id, identity.now, turns)
+        if await services.store.enqueue_extraction(extraction_job(identity.user, identity.session_id, messages), utcnow()):
             services.worker.notify()
+    except StoreUnavailable:
+        await spool_exchange(services, identity, request_messages, reply_text)
     except Exception as exc:  # the reply is already out; never let this surface as an error
         log.error("could not enqueue extraction: %s", type(exc).__name__)
 
 
-def exchange_messages(identity: Identity, request_messages: list[dict[str, Any]], reply_text: str) -> list[Message]:
-    """The trailing user messages of the request and the assistant's reply.
-
-    A message's id is derived from its position and content in the session, so the same
-    message, resent as history with every later request, always has the same id.
-    """
-    start = len(request_messages)
-    while start > 0 and request_messages[start - 1].get("role") == "user":
-        start -= 1
-    exchange: list[Message] = []
-
-    def add(index: int, role: str, content: str, name: str | None) -> None:
-        exchange.append(
-            Message(
-                id=stable_id("msg", identity.user.tenant, identity.user.user, identity.session_id, str(index), role, content),
-                role=role,
-                content=content,
-                name=name,
-                created_at=identity.now,
-                session_id=identity.session_id,
-            )
-        )
-
-    for index in range(start, len(request_messages)):
-        message = request_messages[index]
-        text = content_text(message.get("content"))
-        if text:
-            add(index, "user", text, message.get("name"))
-    if reply_text:
-        add(len(request_messages), "assistant", reply_text, None)
-    return exchange
+async def spool_exchange(
+    services: Services, identity: Identity, request_messages: list[dict[str, Any]], reply_text: str
+) -> None:
+    """Keep the exchange on local disk until the store is back (see ``spool``)."""
+    turns = exchange_turns(request_messages, reply_text)
+    if not turns:
+        return
+    try:
+        await asyncio.to_thread(services.spool.append, identity.user, identity.session_id, identity.now, turns)
+    except OSError as exc:
+        log.error("could not spool an exchange: %s", type(exc).__name__)
 
 
 def last_message_of(messages: list[dict[str, Any]], role: str) -> dict[str, Any]:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from salience.memory.embed import Embedder, build_embedder
 from salience.memory.extract import Extractor, SelfDisclosureExtractor
 from salience.memory.recall import Recaller
 from salience.settings import Config, TenantSettings, hash_api_key
-from salience.store.base import Store, open_store
+from salience.spool import ExchangeSpool, SpoolReplayer
+from salience.store.base import Store, StoreUnavailable, open_store
 from salience.upstream import Upstream, build_upstream
 from salience.worker import ExtractionWorker
+
+log = logging.getLogger("salience")
 
 
 class TenantDirectory:
@@ -40,6 +45,8 @@ class Services:
     worker: ExtractionWorker
     upstreams: dict[str, Upstream]
     tenants: TenantDirectory
+    spool: ExchangeSpool
+    replayer: SpoolReplayer
 
     @classmethod
     def build(
@@ -55,23 +62,34 @@ class Services:
         embedder = embedder or build_embedder(config.server.embedder)
         extractor = extractor or SelfDisclosureExtractor()
         upstreams = upstreams or {tid: build_upstream(t.upstream) for tid, t in config.tenants.items()}
+        spool = ExchangeSpool(config.server.data_dir / "spool")
         return cls(
             config=config,
             store=store,
             embedder=embedder,
             extractor=extractor,
             recaller=Recaller(store, embedder),
-            worker=ExtractionWorker(store, extractor, embedder),
+            worker=ExtractionWorker(
+                store, extractor, embedder, lease=timedelta(seconds=config.server.extraction.lease_seconds)
+            ),
             upstreams=upstreams,
             tenants=TenantDirectory(config.tenants),
+            spool=spool,
+            replayer=SpoolReplayer(spool, store, config.tenants),
         )
 
     async def start(self, run_worker: bool = True) -> None:
-        await self.store.open()
+        try:
+            await self.store.open()
+        except StoreUnavailable:
+            # A network store may be down while we start: serve in pass-through until it answers.
+            log.warning("store unreachable at start-up: completions are served without memory until it answers")
         if run_worker:
             self.worker.start()
+            self.replayer.start(on_queued=self.worker.notify)
 
     async def stop(self) -> None:
+        await self.replayer.stop()
         await self.worker.stop()
         for upstream in self.upstreams.values():
             await upstream.aclose()

@@ -37,7 +37,7 @@ class Listen(_Strict):
 
 
 LOCAL_EMBEDDING_MODELS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
-STORE_SCHEMES = ("sqlite:///",)
+STORE_SCHEMES = ("sqlite:///", "redis://", "rediss://")
 
 
 class EmbedderSettings(_Strict):
@@ -54,11 +54,18 @@ class EmbedderSettings(_Strict):
         return self
 
 
+class ExtractionSettings(_Strict):
+    # How long a worker holds a job before another worker (or this one, restarted) may take
+    # it over: longer than the slowest extraction, short enough that a crash is soon repaired.
+    lease_seconds: float = Field(120.0, ge=1, le=86_400)
+
+
 class ServerSettings(_Strict):
     listen: Listen = Listen()
     data_dir: Path = Path(".salience")
     store_url: str | None = None
     embedder: EmbedderSettings = EmbedderSettings()
+    extraction: ExtractionSettings = ExtractionSettings()
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -66,7 +73,7 @@ class ServerSettings(_Strict):
     @classmethod
     def _store_is_supported(cls, url: str | None) -> str | None:
         if url is not None and not url.startswith(STORE_SCHEMES):
-            raise ValueError(f"unsupported store URL {url.split(':', 1)[0]!r}: use sqlite:///path")
+            raise ValueError(f"unsupported store URL {url.split(':', 1)[0]!r}: use sqlite:///path or redis://host:port/db")
         return url
 
     @property

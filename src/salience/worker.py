@@ -20,14 +20,21 @@ from salience.store.base import Store
 log = logging.getLogger("salience.worker")
 
 MAX_ATTEMPTS = 5
-LEASE = timedelta(seconds=120)
+LEASE = timedelta(seconds=120)  # the default; salience.yaml extraction.lease_seconds sets it
 
 
 class ExtractionWorker:
     def __init__(
-        self, store: Store, extractor: Extractor, embedder: Embedder, poll_seconds: float = 1.0, batch: int = 8
+        self,
+        store: Store,
+        extractor: Extractor,
+        embedder: Embedder,
+        poll_seconds: float = 1.0,
+        batch: int = 8,
+        lease: timedelta = LEASE,
     ) -> None:
         self.store = store
+        self.lease = lease
         self.extractor = extractor
         self.embedder = embedder
         self.poll_seconds = poll_seconds
@@ -49,7 +56,7 @@ class ExtractionWorker:
 
     async def run_once(self) -> int:
         """Claim and process the jobs that are due now; returns how many were claimed."""
-        jobs = await self.store.claim_extraction_jobs(self.batch, utcnow(), LEASE)
+        jobs = await self.store.claim_extraction_jobs(self.batch, utcnow(), self.lease)
         for job in jobs:
             try:
                 await self.process(job)

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
+from tests.conftest import STORE_BACKENDS
+
+pytestmark = pytest.mark.parametrize("store_backend", STORE_BACKENDS, indirect=True)
+
 IMPORT = {
     "sessions": [
         {

@@ -7,9 +7,15 @@ import time
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from salience.memory.dates import day
 from salience.memory.extract import SelfDisclosureExtractor
+from salience.store.base import open_store
+from tests.conftest import STORE_BACKENDS
 from tests.helpers import memory_block, wait_for_memories
+
+pytestmark = pytest.mark.parametrize("store_backend", STORE_BACKENDS, indirect=True)
 
 DISCLOSURE = "My sister Sarah was just diagnosed with breast cancer."
 SYSTEM = {"role": "system", "content": "You are a caring companion."}
@@ -91,7 +97,10 @@ async def test_without_a_user_nothing_is_remembered_or_injected(make_proxy, upst
         assert raw.headers["x-salience-memory"] == "off"
         assert "x-salience-trace" not in raw.headers
         await asyncio.sleep(1.0)
-        assert await proxy.services.store.pending_extractions() == 0
+        store = open_store(proxy.config.server.resolved_store_url)
+        await store.open()
+        assert await store.pending_extractions() == 0
+        await store.close()
     assert upstream.last_messages() == [{"role": "user", "content": DISCLOSURE}]
 
 

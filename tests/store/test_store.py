@@ -1,4 +1,4 @@
-"""The Store protocol, on a real SQLite file. Written once for every backend."""
+"""The Store protocol, written once, run on every backend: a SQLite file and a real redis-server."""
 
 from __future__ import annotations
 
@@ -9,14 +9,21 @@ import pytest
 
 from salience.model import ExtractionJob, MemoryItem, Message, UserRef, utcnow
 from salience.store.base import Store, open_store
+from tests.conftest import STORE_BACKENDS
 
 ALICE = UserRef("tenant-a", "alice")
 ALICE_ELSEWHERE = UserRef("tenant-b", "alice")
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=STORE_BACKENDS)
 async def store(request, tmp_path):
-    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        server.flush()
+        url = server.url
+    else:
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = open_store(url)
     await store.open()
     yield store
     await store.close()
@@ -113,18 +120,49 @@ async def test_paging_and_traces(store):
     assert await store.get_trace("tenant-b", "t1") is None
 
 
-async def test_data_survives_a_restart(tmp_path):
-    url = f"sqlite:///{tmp_path / 'durable.db'}"
-    first = open_store(url)
+@pytest.fixture(params=STORE_BACKENDS)
+def store_url(request, tmp_path) -> str:
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        server.flush()
+        return server.url
+    return f"sqlite:///{tmp_path / 'durable.db'}"
+
+
+async def test_data_survives_a_restart(store_url):
+    first = open_store(store_url)
     await first.open()
     await first.enqueue_extraction(job("j1"), utcnow())
     await first.commit_extraction(job("j2"), [memory("m1", "kept")], [])
     await first.close()
-    second = open_store(url)
-    await second.open()  # migrations run again: a no-op
+    second = open_store(store_url)
+    await second.open()  # schema set-up runs again: a no-op
     assert [m.text for m in await second.load_memories(ALICE)] == ["kept"]
     assert await second.pending_extractions() == 1
     await second.close()
+
+
+async def test_two_replicas_share_memories_versions_and_the_queue(store_url):
+    replica_a, replica_b = open_store(store_url), open_store(store_url)
+    await replica_a.open()
+    await replica_b.open()
+    try:
+        version = await replica_b.memory_version(ALICE)
+        await replica_a.commit_extraction(job("j0"), [memory("m1", "written through A")], [])
+        assert await replica_b.memory_version(ALICE) == version + 1  # B's cache sees the change
+        assert [m.text for m in await replica_b.load_memories(ALICE)] == ["written through A"]
+        now = utcnow()
+        for index in range(6):
+            await replica_a.enqueue_extraction(job(f"j{index + 1}"), now)
+        got_a = await replica_a.claim_extraction_jobs(3, now, timedelta(seconds=60))
+        got_b = await replica_b.claim_extraction_jobs(10, now, timedelta(seconds=60))
+        assert sorted(j.id for j in got_a + got_b) == [f"j{i}" for i in range(1, 7)]  # each job to one replica
+        for claimed in got_b:
+            await replica_b.commit_extraction(claimed, [], [])
+        assert await replica_a.pending_extractions() == len(got_a)
+    finally:
+        await replica_a.close()
+        await replica_b.close()
 
 
 def test_unknown_store_url_is_refused():

@@ -48,6 +48,8 @@ def test_environment_overrides_data_dir_and_store_url(tmp_path, monkeypatch):
     assert load_config(tmp_path).server.resolved_store_url == f"sqlite:///{tmp_path / 'elsewhere' / 'salience.db'}"
     monkeypatch.setenv("SALIENCE_STORE_URL", "sqlite:////tmp/x.db")
     assert load_config(tmp_path).server.resolved_store_url == "sqlite:////tmp/x.db"
+    monkeypatch.setenv("SALIENCE_STORE_URL", "redis://:secret@redis.internal:6380/2")
+    assert load_config(tmp_path).server.resolved_store_url == "redis://:secret@redis.internal:6380/2"
 
 
 @pytest.mark.parametrize(

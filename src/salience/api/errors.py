@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from salience.errors import SalienceError
+from salience.store.base import StoreUnavailable
 
 log = logging.getLogger("salience.api")
 
@@ -43,6 +44,14 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}"
         return error_response(SalienceError(exc.status_code, message))
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
+        # Completions degrade to pass-through; the memory API has nothing to answer with.
+        return error_response(
+            SalienceError(503, "the memory store is unreachable; try again shortly", type="api_error",
+                          code="store_unavailable", headers={"retry-after": "2"})
+        )
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> Response:

@@ -15,6 +15,12 @@ from typing import Any, Protocol, runtime_checkable
 from salience.model import ExtractionJob, MemoryItem, Message, UserRef
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be reached right now (a network store that is down or timing out).
+
+    The request path answers in pass-through instead of failing; see ``pipeline``."""
+
+
 @runtime_checkable
 class Store(Protocol):
     url: str
@@ -78,10 +84,15 @@ class Store(Protocol):
 
 
 def open_store(url: str) -> Store:
-    """A store for ``url``: ``sqlite:///path/to/file.db`` (``redis://`` arrives with the Redis store)."""
+    """A store for ``url``: ``sqlite:///path/to/file.db`` or ``redis://[:password@]host:port/db``
+    (``rediss://`` for TLS)."""
     if url.startswith("sqlite:///"):
         from salience.store.sqlite import SQLiteStore
 
         return SQLiteStore(url)
+    if url.startswith(("redis://", "rediss://")):
+        from salience.store.redis import RedisStore
+
+        return RedisStore(url)
     scheme = url.split(":", 1)[0]
-    raise ValueError(f"unsupported store URL scheme {scheme!r}: use sqlite:///path")
+    raise ValueError(f"unsupported store URL scheme {scheme!r}: use sqlite:///path or redis://host:port/db")

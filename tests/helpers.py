@@ -12,6 +12,9 @@ async def wait_for_memories(http: httpx.AsyncClient, user: str, at_least: int = 
     deadline = time.monotonic() + timeout
     while True:
         response = await http.get(f"/v1/users/{user}/memories", params={"limit": 1000})
+        if response.status_code == 503 and time.monotonic() < deadline:  # the store is coming back
+            await asyncio.sleep(0.1)
+            continue
         response.raise_for_status()
         data = response.json()["data"]
         if len(data) >= at_least or time.monotonic() > deadline:

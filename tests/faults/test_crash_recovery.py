@@ -25,11 +25,11 @@ TOPICS = [
     "My brother {name} is getting married in June.",
     "I am terrified of deep water since I nearly drowned as a kid.",
     "My favourite food is my grandmother's lentil soup.",
-    "I adopted a grey cat called Pebble last winter.",
-    "I want to run the {city} marathon next spring.",
-    "My father was diagnosed with diabetes two years ago.",
+    "I adopted a grey cat called Pebble in 2024.",
+    "I want to run the {city} marathon in the spring.",
+    "My father was diagnosed with diabetes in 2021.",
     "I have been learning to play the violin on weekends.",
-    "We moved into a small flat near the river last month.",
+    "We moved into a small flat near the river in May.",
     "My best friend {name} stopped talking to me after an argument.",
 ]
 

@@ -11,7 +11,7 @@ from tests.redis_server import RedisServer
 
 BEFORE = "My sister Sarah was just diagnosed with breast cancer."
 DURING = [
-    "I lost my job at the bakery last week.",
+    "I lost my job at the bakery in October.",
     "My dog Biscuit is fourteen years old.",
 ]
 DURING_STREAMED = "I have been learning the cello for a year."

@@ -13,7 +13,7 @@ from tests.helpers import wait_for_memories
 
 pytestmark = pytest.mark.parametrize("store_backend", STORE_BACKENDS, indirect=True)
 
-TEXT = "My grandmother turns ninety next Saturday."
+TEXT = "My grandmother turns ninety in December."
 
 
 async def test_retries_after_an_upstream_outage_are_remembered_once(make_proxy, upstream):

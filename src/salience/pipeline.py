@@ -1,9 +1,9 @@
 """The request path of a chat completion, top to bottom in one place:
 
-    identify -> recall -> inject -> upstream -> respond -> enqueue extraction
+    identify -> screen -> recall -> inject -> upstream -> respond -> enqueue extraction, wake the escalation sender
 
 Everything that makes the reply slower lives here where it can be seen; everything that
-can wait (extraction) is queued after the last byte has left.
+can wait (extraction, webhook delivery) happens after the last byte has left.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from salience.errors import SalienceError
-from salience.memory.inject import inject_context
+from salience.memory.inject import inject_context, render_context
 from salience.memory.recall import Recall
 from salience.model import ExtractionJob, Message, UserRef, content_text, new_id, stable_id, utcnow
+from salience.safety.screen import Screening
 from salience.services import Services
 from salience.settings import TenantSettings
 
@@ -48,7 +49,12 @@ async def chat_completion(request: Request, tenant: TenantSettings, body: dict[s
     # identify
     identity = await identify(request, tenant, body, services)
     if identity is None:
-        return await forward(upstream, body, streaming, headers={"X-Salience-Memory": "off"})
+        return await forward_anonymous(services, tenant, upstream, body, streaming)
+
+    # screen: every new user message, before anything goes upstream; a disclosure is pinned
+    screening = await services.safety.screen(
+        tenant, identity.user, identity.session_id, new_user_messages(identity, body["messages"]), identity.now
+    )
 
     # recall
     query = content_text(last_message_of(body["messages"], "user").get("content"))
@@ -56,11 +62,13 @@ async def chat_completion(request: Request, tenant: TenantSettings, body: dict[s
         identity.user, query, tenant.memory, model=body.get("model") or tenant.upstream.model
     )
 
-    # inject
-    upstream_body = {**body, "messages": inject_context(body["messages"], recall.context)}
+    # inject: the safety note (pinned, outside the budget) first, then the recalled memories
+    safety_note = services.safety.note(tenant, recall.pinned, screening)
+    context = render_context([m.item for m in recall.memories], safety_note) if safety_note else recall.context
+    upstream_body = {**body, "messages": inject_context(body["messages"], context)}
     headers = {"X-Salience-Memory": "on", "X-Salience-Session": identity.session_id}
     if tenant.debug_headers:
-        headers.update(await debug_headers(services, tenant, identity, recall, upstream_body))
+        headers.update(await debug_headers(services, tenant, identity, recall, screening, upstream_body))
 
     # upstream -> respond -> enqueue extraction (after the last byte)
     if not streaming:
@@ -70,7 +78,7 @@ async def chat_completion(request: Request, tenant: TenantSettings, body: dict[s
             status_code=reply.status,
             headers={**reply.headers, **headers},
             background=BackgroundTask(
-                enqueue_extraction, services, identity, body["messages"], reply_text_of(reply.body)
+                after_reply, services, identity, body["messages"], reply_text_of(reply.body)
             ),
         )
 
@@ -84,7 +92,7 @@ async def chat_completion(request: Request, tenant: TenantSettings, body: dict[s
             yield chunk
 
     async def enqueue_streamed() -> None:
-        await enqueue_extraction(services, identity, body["messages"], streamed_text_of(bytes(captured)))
+        await after_reply(services, identity, body["messages"], streamed_text_of(bytes(captured)))
 
     return StreamingResponse(
         relay(),
@@ -114,6 +122,20 @@ async def identify(
     return Identity(user, session_id, now)
 
 
+async def forward_anonymous(
+    services: Services, tenant: TenantSettings, upstream: Any, body: dict[str, Any], streaming: bool
+) -> Response:
+    """No user: nothing is read or written, but a crisis still gets guidance and resources."""
+    headers = {"X-Salience-Memory": "off"}
+    text = content_text(last_message_of(body["messages"], "user").get("content"))
+    screening = Screening(await services.safety.classify(tenant, text)) if text else Screening()
+    if screening.flags:
+        body = {**body, "messages": inject_context(body["messages"], render_context([], services.safety.note(tenant, [], screening)))}
+    if tenant.debug_headers:
+        headers["X-Salience-Safety"] = screening.header
+    return await forward(upstream, body, streaming, headers)
+
+
 async def forward(upstream: Any, body: dict[str, Any], streaming: bool, headers: dict[str, str]) -> Response:
     """Pass-through: no memory read or written."""
     if not streaming:
@@ -124,7 +146,12 @@ async def forward(upstream: Any, body: dict[str, Any], streaming: bool, headers:
 
 
 async def debug_headers(
-    services: Services, tenant: TenantSettings, identity: Identity, recall: Recall, upstream_body: dict[str, Any]
+    services: Services,
+    tenant: TenantSettings,
+    identity: Identity,
+    recall: Recall,
+    screening: Screening,
+    upstream_body: dict[str, Any],
 ) -> dict[str, str]:
     """Headers that reveal what memory did, and a stored trace of what went upstream."""
     trace_id = new_id("trace")
@@ -140,6 +167,7 @@ async def debug_headers(
             "memories": recall.ids,
             "context_tokens": recall.tokens,
             "confidence": recall.confidence,
+            "safety": [{"category": f.category, "severity": f.severity} for f in screening.flags],
             "messages": upstream_body["messages"],
         },
         identity.now,
@@ -149,7 +177,16 @@ async def debug_headers(
         "X-Salience-Context-Tokens": str(recall.tokens),
         "X-Salience-Confidence": f"{recall.confidence:.3f}",
         "X-Salience-Trace": trace_id,
+        "X-Salience-Safety": screening.header,
     }
+
+
+async def after_reply(
+    services: Services, identity: Identity, request_messages: list[dict[str, Any]], reply_text: str
+) -> None:
+    """Once the reply is out: queue extraction, and let the escalation sender deliver."""
+    await enqueue_extraction(services, identity, request_messages, reply_text)
+    services.escalations.notify()
 
 
 async def enqueue_extraction(
@@ -173,36 +210,38 @@ async def enqueue_extraction(
 
 
 def exchange_messages(identity: Identity, request_messages: list[dict[str, Any]], reply_text: str) -> list[Message]:
-    """The trailing user messages of the request and the assistant's reply.
+    """The trailing user messages of the request and the assistant's reply."""
+    exchange = new_user_messages(identity, request_messages)
+    if reply_text:
+        exchange.append(session_message(identity, len(request_messages), "assistant", reply_text, None))
+    return exchange
 
-    A message's id is derived from its position and content in the session, so the same
-    message, resent as history with every later request, always has the same id.
-    """
+
+def new_user_messages(identity: Identity, request_messages: list[dict[str, Any]]) -> list[Message]:
+    """The trailing user messages of the request: what the user has just said."""
     start = len(request_messages)
     while start > 0 and request_messages[start - 1].get("role") == "user":
         start -= 1
-    exchange: list[Message] = []
-
-    def add(index: int, role: str, content: str, name: str | None) -> None:
-        exchange.append(
-            Message(
-                id=stable_id("msg", identity.user.tenant, identity.user.user, identity.session_id, str(index), role, content),
-                role=role,
-                content=content,
-                name=name,
-                created_at=identity.now,
-                session_id=identity.session_id,
-            )
-        )
-
+    messages = []
     for index in range(start, len(request_messages)):
         message = request_messages[index]
         text = content_text(message.get("content"))
         if text:
-            add(index, "user", text, message.get("name"))
-    if reply_text:
-        add(len(request_messages), "assistant", reply_text, None)
-    return exchange
+            messages.append(session_message(identity, index, "user", text, message.get("name")))
+    return messages
+
+
+def session_message(identity: Identity, index: int, role: str, content: str, name: str | None) -> Message:
+    """A message's id is derived from its position and content in the session, so the same
+    message, resent as history with every later request, always has the same id."""
+    return Message(
+        id=stable_id("msg", identity.user.tenant, identity.user.user, identity.session_id, str(index), role, content),
+        role=role,
+        content=content,
+        name=name,
+        created_at=identity.now,
+        session_id=identity.session_id,
+    )
 
 
 def last_message_of(messages: list[dict[str, Any]], role: str) -> dict[str, Any]:

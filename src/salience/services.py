@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from salience.memory.embed import Embedder, build_embedder
 from salience.memory.extract import Extractor, SelfDisclosureExtractor
 from salience.memory.recall import Recaller
+from salience.safety.escalate import EscalationSender
+from salience.safety.screen import SafetyService
 from salience.settings import Config, TenantSettings, hash_api_key
 from salience.store.base import Store, open_store
 from salience.upstream import Upstream, build_upstream
@@ -40,6 +42,8 @@ class Services:
     worker: ExtractionWorker
     upstreams: dict[str, Upstream]
     tenants: TenantDirectory
+    safety: SafetyService
+    escalations: EscalationSender
 
     @classmethod
     def build(
@@ -64,15 +68,19 @@ class Services:
             worker=ExtractionWorker(store, extractor, embedder),
             upstreams=upstreams,
             tenants=TenantDirectory(config.tenants),
+            safety=SafetyService.build(config, store),
+            escalations=EscalationSender(store, config.tenants, config.server.webhooks),
         )
 
     async def start(self, run_worker: bool = True) -> None:
         await self.store.open()
         if run_worker:
             self.worker.start()
+            self.escalations.start()
 
     async def stop(self) -> None:
         await self.worker.stop()
+        await self.escalations.stop()
         for upstream in self.upstreams.values():
             await upstream.aclose()
         await self.store.close()

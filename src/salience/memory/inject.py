@@ -33,12 +33,17 @@ def _speaker(name: str) -> str:
     return json.dumps(name, ensure_ascii=False)
 
 
-def render_context(items: list[MemoryItem]) -> str:
-    """The block for ``items``; empty when there is nothing to say."""
-    if not items:
+def render_context(items: list[MemoryItem], safety_note: str = "") -> str:
+    """The block for ``items``, the safety note first; empty when there is nothing to say.
+
+    The safety note is rendered by salience (``safety.policy``), never from user text, and
+    comes first so that no memory, however many, can push it out of the model's view.
+    """
+    if not items and not safety_note:
         return ""
     ordered = sorted(items, key=lambda item: item.created_at)
-    lines = [OPEN_TAG, PREAMBLE, *(render_line(item) for item in ordered), CLOSE_TAG]
+    memories = [PREAMBLE, *(render_line(item) for item in ordered)] if ordered else []
+    lines = [OPEN_TAG, *([safety_note] if safety_note else []), *memories, CLOSE_TAG]
     return "\n".join(lines)
 
 

@@ -32,6 +32,9 @@ class Recall:
     confidence: float = 0.0
     found: bool = False
     memories: list[RecalledMemory] = field(default_factory=list)
+    # Pinned memories (safety) are not ranked or budgeted: they are always returned, and
+    # rendered by the caller outside the budget.
+    pinned: list[MemoryItem] = field(default_factory=list)
 
     @property
     def ids(self) -> list[str]:
@@ -43,6 +46,7 @@ class _MemorySet:
     version: int
     items: list[MemoryItem]
     matrix: np.ndarray  # one unit-length row per item
+    pinned: list[MemoryItem]
 
 
 class MemoryCache:
@@ -58,9 +62,10 @@ class MemoryCache:
         cached = self._sets.get(user)
         if cached is not None and cached.version == version:
             return cached
-        items = [m for m in await self.store.load_memories(user) if m.embedding is not None]
+        loaded = await self.store.load_memories(user)
+        items = [m for m in loaded if m.embedding is not None and not m.pinned]
         matrix = np.stack([m.embedding for m in items]) if items else np.zeros((0, 0), dtype=np.float32)
-        memory_set = _MemorySet(version, items, matrix)
+        memory_set = _MemorySet(version, items, matrix, [m for m in loaded if m.pinned])
         if len(self._sets) >= self.max_users:
             self._sets.pop(next(iter(self._sets)))
         self._sets[user] = memory_set
@@ -83,8 +88,9 @@ class Recaller:
     ) -> Recall:
         budget = settings.budget_tokens if budget_tokens is None else budget_tokens
         memory_set = await self.cache.get(user)
+        pinned = [m for m in memory_set.pinned if at is None or m.created_at <= at]
         if not memory_set.items or not query.strip() or budget <= 0:
-            return Recall()
+            return Recall(pinned=pinned)
 
         query_vector = (await self.embedder.embed([query]))[0]
         similarities = memory_set.matrix @ query_vector
@@ -105,7 +111,7 @@ class Recaller:
 
         chosen = pack_into_budget(ranked, budget, model)
         if not chosen:
-            return Recall()
+            return Recall(pinned=pinned)
         best_similarity = max(similarity_of[m.item.id] for m in ranked)
         context = render_context([m.item for m in chosen])
         return Recall(
@@ -114,6 +120,7 @@ class Recaller:
             confidence=max(0.0, min(1.0, best_similarity)),
             found=True,
             memories=chosen,
+            pinned=pinned,
         )
 
 

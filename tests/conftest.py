@@ -46,6 +46,11 @@ class Proxy:
     api_key: str
     config: Config
     services: Services
+    server: ServerThread
+
+    def stop(self) -> None:
+        """Shut this salience down (lifespan included), as a restart would."""
+        self.server.__exit__(None, None, None)
 
     def client(self, **kwargs: Any) -> AsyncOpenAI:
         return AsyncOpenAI(base_url=self.url + "/v1", api_key=kwargs.pop("api_key", self.api_key), max_retries=0, **kwargs)
@@ -74,7 +79,9 @@ def make_proxy(
         extractor: Extractor | None = None,
         tenant: dict[str, Any] | None = None,
         memory: dict[str, Any] | None = None,
+        server_settings: dict[str, Any] | None = None,
     ) -> Proxy:
+        """``server_settings`` go into salience.yaml (e.g. a shared ``data_dir`` to restart on)."""
         api_key = "sk-test-" + secrets.token_hex(12)
         monkeypatch.setenv("TEST_SALIENCE_KEY", api_key)
         upstream_settings: dict[str, Any] = {"transport": "echo"}
@@ -92,11 +99,11 @@ def make_proxy(
                 settings[key] = {**settings[key], **value}
             else:
                 settings[key] = value
-        config = load_config(write_config(tmp_path / f"config{len(running)}", {"demo": settings}))
+        config = load_config(write_config(tmp_path / f"config{len(running)}", {"demo": settings}, server_settings))
         services = Services.build(config, embedder=embedder, extractor=extractor)
         server = ServerThread(create_app(config, services)).__enter__()
         running.append(server)
-        return Proxy(server.url, api_key, config, services)
+        return Proxy(server.url, api_key, config, services, server)
 
     yield start
     for server in running:

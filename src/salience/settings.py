@@ -304,4 +304,8 @@ def load_config(directory: str | Path) -> Config:
         tenants[tenant_id] = tenant
     if not tenants:
         raise ConfigError(f"{directory / 'tenants'}: no tenant files (*.yaml) found")
+    from salience.safety.policy import build_policy  # here, not at the top: the policy module imports this one
+
+    for tenant in tenants.values():
+        build_policy(tenant, directory)  # a missing or malformed crisis resources file stops start-up
     return Config(directory=directory, server=server, tenants=tenants)

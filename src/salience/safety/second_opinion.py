@@ -53,11 +53,12 @@ class LLMSafetyClassifier:
     """A ``SafetyDetector`` backed by any chat model litellm can reach."""
 
     def __init__(self, settings: SecondOpinionSettings) -> None:
+        import litellm  # at start-up, only for tenants that configure one: importing takes seconds
+
         self.settings = settings
+        self._litellm = litellm
 
     async def detect(self, text: str) -> list[Flag]:
-        import litellm  # loaded only by tenants that configure a second opinion: it takes seconds
-
         arguments: dict[str, Any] = {
             "model": self.settings.model,
             "messages": [
@@ -72,7 +73,7 @@ class LLMSafetyClassifier:
             arguments["api_base"] = self.settings.api_base
         if self.settings.api_key:
             arguments["api_key"] = self.settings.api_key
-        response = await litellm.acompletion(**arguments)
+        response = await self._litellm.acompletion(**arguments)
         return parse_answer(response.choices[0].message.content or "")
 
 

@@ -40,7 +40,7 @@ from salience.safety.rules import (
 
 SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
 SEVERITY_SCORE: dict[str, float] = {"concern": 0.6, "risk": 0.8, "imminent": 0.95}
-NEGATION_WINDOW = 4  # tokens before a match that a negator may sit in
+NEGATION_WINDOW = 6  # tokens before a match that a negator may sit in
 MAX_EVIDENCE = 120
 
 QUOTED = re.compile(r'"[^"]{1,400}"')
@@ -48,6 +48,10 @@ OWN_QUOTE = re.compile(r"\b(?:i|i've|i'd) (?:said|told \w+|wrote|texted|typed|sa
 AFTER_AN_ATTEMPT = re.compile(r"\b(?:tried|attempted|trying) to $")
 CLAUSE_SPLIT = re.compile(r"[.!?;\n]+|,|\s(?:but|though|however|although)\s")
 TOKEN = re.compile(r"[a-z']+")
+TOPIC = re.compile(
+    r"\b(?:learn(?:ed|ing|t)?|taught|read|heard|lesson|lecture|essay|article|video|class|assignment|research) "
+    r"(?:about|on) (?:\w+ )?$"
+)
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,8 @@ def is_negated(prefix: str) -> bool:
 
 
 def is_fiction(prefix: str) -> bool:
-    return bool(MEDIA.search(prefix))
+    """A story or a topic ("in the movie...", "we learned about..."), not the speaker's life."""
+    return bool(MEDIA.search(prefix) or TOPIC.search(prefix))
 
 
 def speaker_is_subject(prefix: str) -> bool:

@@ -112,3 +112,18 @@ def test_the_final_held_out_part_does_not_regress():
 def test_negation_distance_quotes_and_severity(text, expected):
     flags = RuleBasedDetector().detect_sync(text)
     assert sorted((f.category, f.severity) for f in flags) == sorted(expected)
+
+
+def test_detection_stays_well_under_five_milliseconds_per_message():
+    """The budget on the reply path (bench/safety has the full numbers against baselines)."""
+    import statistics
+    import time
+
+    detector = RuleBasedDetector()
+    corpus = [m["text"] for m in messages(*TUNING, FINAL)]
+    samples = []
+    for text in corpus * 3:
+        start = time.perf_counter()
+        detector.detect_sync(text)
+        samples.append(time.perf_counter() - start)
+    assert statistics.median(samples) < 0.005

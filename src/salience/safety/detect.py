@@ -98,24 +98,27 @@ class RuleBasedDetector:
         distant = bool(DISTANT_PAST.search(cleaned)) and not PRESENT_AGAIN.search(cleaned)
         planning = bool(PLAN_MEANS_TIMELINE.search(cleaned))
 
+        # One line per clause: no pattern's "." crosses a line, so every rule runs once over
+        # the whole text (fast) and still never matches across clauses (correct).
+        lines = "\n".join(c.strip() for c in CLAUSE_SPLIT.split(cleaned))
         best: dict[Category, Flag] = {}
-        for clause in CLAUSE_SPLIT.split(cleaned):
-            clause = clause.strip()
-            if not clause:
+        for rule in RULES:
+            if rule.probe is not None and not rule.probe.search(lines):
                 continue
-            for rule in RULES:
-                for match in rule.pattern.finditer(clause):
-                    prefix = clause[: match.start()]
-                    if is_negated(prefix) or is_fiction(prefix):
-                        continue
-                    if rule.needs_first_person and not speaker_is_subject(prefix):
-                        continue
-                    past = rule.past_act or bool(AFTER_AN_ATTEMPT.search(prefix))
-                    severity = adjusted_severity(rule, past, distant=distant, laughing=laughing, planning=planning)
-                    flag = Flag(rule.category, severity, SEVERITY_SCORE[severity], match.group(0)[:MAX_EVIDENCE])
-                    current = best.get(rule.category)
-                    if current is None or SEVERITY_RANK[severity] > SEVERITY_RANK[current.severity]:
-                        best[rule.category] = flag
+            for match in rule.pattern.finditer(lines):
+                prefix = lines[lines.rfind("\n", 0, match.start()) + 1 : match.start()]
+                if "\n" in match.group(0):
+                    continue  # a pattern spanning two clauses (through a literal space class)
+                if is_negated(prefix) or is_fiction(prefix):
+                    continue
+                if rule.needs_first_person and not speaker_is_subject(prefix):
+                    continue
+                past = rule.past_act or bool(AFTER_AN_ATTEMPT.search(prefix))
+                severity = adjusted_severity(rule, past, distant=distant, laughing=laughing, planning=planning)
+                flag = Flag(rule.category, severity, SEVERITY_SCORE[severity], match.group(0)[:MAX_EVIDENCE])
+                current = best.get(rule.category)
+                if current is None or SEVERITY_RANK[severity] > SEVERITY_RANK[current.severity]:
+                    best[rule.category] = flag
         return strongest_first(list(best.values()))
 
 
@@ -127,8 +130,9 @@ def normalise(text: str) -> str:
 
 
 def without_idioms(text: str) -> str:
-    for idiom in IDIOMS:
-        text = idiom.sub(" ~ ", text)
+    for probe, idiom in IDIOMS:
+        if probe.search(text):
+            text = idiom.sub(" ~ ", text)
     return text
 
 

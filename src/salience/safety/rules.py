@@ -35,14 +35,22 @@ class Rule:
     past_act: bool = False
     # Said as a joke often enough ("kill me", "want to die") that laughter lowers it to concern.
     hyperbole_prone: bool = False
+    probe: re.Pattern[str] | None = None  # see ``probe_for``
 
 
 def _rx(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
+def probe_for(pattern: re.Pattern[str]) -> re.Pattern[str]:
+    """The pattern without its leading word boundary: looser, so a miss is a sure miss, and
+    about three times faster (re can skip straight to the possible first characters)."""
+    return re.compile(pattern.pattern[2:]) if pattern.pattern.startswith(r"\b") else pattern
+
+
 def rule(category: Category, severity: Severity, pattern: str, **flags: bool) -> Rule:
-    return Rule(category, severity, _rx(pattern), **flags)
+    compiled = _rx(pattern)
+    return Rule(category, severity, compiled, probe=probe_for(compiled), **flags)
 
 
 # Shorthands shared by the tables below.
@@ -190,8 +198,8 @@ RULES: tuple[Rule, ...] = (
 )
 
 # Figures of speech that look like a disclosure: removed before the rules run.
-IDIOMS: tuple[re.Pattern[str], ...] = tuple(
-    _rx(p)
+IDIOMS: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = tuple(
+    (probe_for(_rx(p)), _rx(p))
     for p in (
         r"\b(?:is|are|was|were|'s|'re|it's|that's|this is|these are|keeps?) (?:\w+ )?killing me\b",
         r"\bkilling me\b(?! (?:slowly|inside))",

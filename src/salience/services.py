@@ -9,6 +9,7 @@ from salience.memory.embed import Embedder, build_embedder
 from salience.memory.extract import Extractor, SelfDisclosureExtractor
 from salience.memory.recall import Recaller
 from salience.safety.escalate import EscalationSender
+from salience.safety.redact import WithoutDisclosures
 from salience.safety.screen import SafetyService
 from salience.settings import Config, TenantSettings, hash_api_key
 from salience.store.base import Store, open_store
@@ -57,7 +58,7 @@ class Services:
     ) -> "Services":
         store = store or open_store(config.server.resolved_store_url)
         embedder = embedder or build_embedder(config.server.embedder)
-        extractor = extractor or SelfDisclosureExtractor()
+        extractor = WithoutDisclosures(extractor or SelfDisclosureExtractor())
         upstreams = upstreams or {tid: build_upstream(t.upstream) for tid, t in config.tenants.items()}
         return cls(
             config=config,

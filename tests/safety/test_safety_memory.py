@@ -7,7 +7,7 @@ locale, until the app deletes that memory.
 
 from __future__ import annotations
 
-from tests.helpers import memory_block
+from tests.helpers import memory_block, wait_for_memories
 
 DISCLOSURE_SESSION = {
     "id": "s-2026-01-05",
@@ -143,3 +143,17 @@ async def test_classify_returns_flags_for_apps(make_proxy):
     assert idiom["flags"] == []
     assert bad.status_code == 400
     assert anonymous.status_code == 401
+
+
+async def test_crisis_sentences_are_remembered_only_as_the_pinned_note(make_proxy, upstream):
+    proxy = make_proxy(upstream)
+    async with proxy.http() as http, proxy.client() as client:
+        await client.chat.completions.create(
+            model="m", user="jo",
+            messages=[{"role": "user", "content": "My dog Pip died on Sunday. I have been saving up my pills to end my life."}],
+        )
+        memories = await wait_for_memories(http, "jo", at_least=2)
+    texts = [m["text"] for m in memories]
+    assert "My dog Pip died on Sunday." in texts
+    assert not any("pills" in text for text in texts)
+    assert [m["kind"] for m in memories if m["pinned"]] == ["safety"]

@@ -73,6 +73,11 @@ class Proxy:
     api_key: str
     config: Config
     services: Services
+    server: ServerThread
+
+    def stop(self) -> None:
+        """Shut this salience down (lifespan included), as a restart would."""
+        self.server.__exit__(None, None, None)
 
     def client(self, **kwargs: Any) -> AsyncOpenAI:
         return AsyncOpenAI(base_url=self.url + "/v1", api_key=kwargs.pop("api_key", self.api_key), max_retries=0, **kwargs)
@@ -106,6 +111,7 @@ def make_proxy(
         memory: dict[str, Any] | None = None,
         server: dict[str, Any] | None = None,
     ) -> Proxy:
+        """``server`` settings go into salience.yaml (e.g. a shared ``data_dir`` to restart on)."""
         api_key = "sk-test-" + secrets.token_hex(12)
         monkeypatch.setenv("TEST_SALIENCE_KEY", api_key)
         upstream_settings: dict[str, Any] = {"transport": "echo"}
@@ -126,10 +132,10 @@ def make_proxy(
         server_settings = {**({"store_url": store_url} if store_url else {}), **(server or {})}
         config = load_config(write_config(tmp_path / f"config{len(running)}", {"demo": settings}, server_settings))
         services = Services.build(config, embedder=embedder, extractor=extractor)
-        server = ServerThread(create_app(config, services)).__enter__()
-        running.append(server)
-        return Proxy(server.url, api_key, config, services)
+        thread = ServerThread(create_app(config, services)).__enter__()
+        running.append(thread)
+        return Proxy(thread.url, api_key, config, services, thread)
 
     yield start
-    for server in running:
-        server.__exit__(None, None, None)
+    for thread in running:
+        thread.__exit__(None, None, None)

@@ -83,6 +83,7 @@ class FakeUpstream:
     delay: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
+    content: str | None = None  # when set, non-streamed replies carry this text instead of the fixed bytes
 
     def last_messages(self) -> list[dict[str, Any]]:
         return self.requests[-1]["messages"]
@@ -108,6 +109,10 @@ class FakeUpstream:
 
                 return StreamingResponse(gen(), media_type="text/event-stream")
             payload = TOOL_CALL_BYTES if self.mode == "tools" else COMPLETION_BYTES
+            if self.content is not None and self.mode == "ok":
+                reply = json.loads(COMPLETION_BYTES)
+                reply["choices"][0]["message"]["content"] = self.content
+                payload = json.dumps(reply).encode()
             return Response(payload, media_type="application/json", headers={"x-request-id": "req-fake-1"})
 
         return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])

@@ -86,6 +86,9 @@ def import_file(
                     UserRef(tenant, user),
                     request.sessions,
                     on_session=lambda _: progress.advance(bar),
+                    screen=lambda messages: services.safety.screen_history(
+                        settings.tenants[tenant], UserRef(tenant, user), messages
+                    ),
                 )
         finally:
             await services.stop()

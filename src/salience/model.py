@@ -94,3 +94,73 @@ class ExtractionJob:
     session_id: str
     messages: list[Message]
     attempts: int = 0
+
+
+@dataclass
+class SafetyRecord:
+    """A user's safety state: what was flagged, and where escalation stands.
+
+    Kept per user across sessions and restarts. An *episode* opens with the first message
+    at or above the tenant's escalation threshold and closes after a quiet period; one
+    escalation event is sent per episode (and one more if it turns imminent).
+    """
+
+    first_flagged_at: datetime
+    last_flagged_at: datetime
+    disclosures: int = 0
+    latest_category: str = ""
+    latest_severity: str = ""
+    seen_message_ids: list[str] = field(default_factory=list)  # recent ones: a resent message counts once
+    episode_id: str | None = None
+    episode_started_at: datetime | None = None
+    episode_last_at: datetime | None = None
+    escalated_severity: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        def ts(value: datetime | None) -> float | None:
+            return value.timestamp() if value else None
+
+        return {
+            "first_flagged_at": ts(self.first_flagged_at),
+            "last_flagged_at": ts(self.last_flagged_at),
+            "disclosures": self.disclosures,
+            "latest_category": self.latest_category,
+            "latest_severity": self.latest_severity,
+            "seen_message_ids": self.seen_message_ids,
+            "episode_id": self.episode_id,
+            "episode_started_at": ts(self.episode_started_at),
+            "episode_last_at": ts(self.episode_last_at),
+            "escalated_severity": self.escalated_severity,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "SafetyRecord":
+        def dt(value: float | None) -> datetime | None:
+            return datetime.fromtimestamp(value, timezone.utc) if value is not None else None
+
+        return cls(
+            first_flagged_at=dt(data["first_flagged_at"]),  # type: ignore[arg-type]
+            last_flagged_at=dt(data["last_flagged_at"]),  # type: ignore[arg-type]
+            disclosures=data.get("disclosures", 0),
+            latest_category=data.get("latest_category", ""),
+            latest_severity=data.get("latest_severity", ""),
+            seen_message_ids=list(data.get("seen_message_ids", [])),
+            episode_id=data.get("episode_id"),
+            episode_started_at=dt(data.get("episode_started_at")),
+            episode_last_at=dt(data.get("episode_last_at")),
+            escalated_severity=data.get("escalated_severity"),
+        )
+
+
+@dataclass
+class OutboxEvent:
+    """A webhook delivery waiting in the durable outbox. ``payload`` is the event, without
+    its send-time timestamp; ``attempts`` counts deliveries tried so far (this one included
+    once claimed)."""
+
+    id: str
+    tenant: str
+    kind: str
+    payload: dict[str, Any]
+    created_at: datetime
+    attempts: int = 0

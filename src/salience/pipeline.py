@@ -1,10 +1,12 @@
 """The request path of a chat completion, top to bottom in one place:
 
-    identify -> recall -> inject -> upstream -> respond -> enqueue extraction
+    identify -> screen -> recall -> inject -> upstream -> respond -> enqueue extraction
+    (and wake the escalation sender)
 
 Everything that makes the reply slower lives here where it can be seen; everything that
-can wait (extraction) is queued after the last byte has left. When the store is
-unreachable the reply is still served, without memory, and the exchange is spooled.
+can wait (extraction, webhook delivery) happens after the last byte has left. When the
+store is unreachable the reply is still served, without memory but still screened for
+safety, and the exchange is spooled.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from salience.errors import SalienceError
-from salience.memory.inject import inject_context
-from salience.memory.recall import Recall
 from salience.exchange import exchange_messages, exchange_turns, extraction_job
+from salience.memory.inject import inject_context, render_context
+from salience.memory.recall import Recall
 from salience.model import UserRef, content_text, new_id, utcnow
+from salience.safety.screen import Screening
 from salience.services import Services
 from salience.settings import TenantSettings
 from salience.store.base import StoreUnavailable
@@ -52,11 +55,16 @@ async def chat_completion(request: Request, tenant: TenantSettings, body: dict[s
     # identify
     user = user_of(request, tenant, body)
     if user is None:
-        return await forward(upstream, body, streaming, headers={"X-Salience-Memory": "off"})
+        return await forward_unremembered(services, tenant, upstream, body, streaming, "off")
     requested_session = request.headers.get(SESSION_HEADER) or None
 
     try:
         identity = await identify(services, tenant, user, requested_session)
+
+        # screen: every new user message, before anything goes upstream; a disclosure is pinned
+        assert identity.session_id is not None
+        new_messages = exchange_messages(user, identity.session_id, identity.now, exchange_turns(body["messages"], ""))
+        screening = await services.safety.screen(tenant, user, identity.session_id, new_messages, identity.now)
 
         # recall
         query = content_text(last_message_of(body["messages"], "user").get("content"))
@@ -64,27 +72,30 @@ async def chat_completion(request: Request, tenant: TenantSettings, body: dict[s
             identity.user, query, tenant.memory, model=body.get("model") or tenant.upstream.model
         )
 
-        # inject
-        upstream_body = {**body, "messages": inject_context(body["messages"], recall.context)}
+        # inject: the safety note (pinned, outside the budget) first, then the recalled memories
+        safety_note = services.safety.note(tenant, recall.pinned, screening)
+        context = render_context([m.item for m in recall.memories], safety_note) if safety_note else recall.context
+        upstream_body = {**body, "messages": inject_context(body["messages"], context)}
         headers = {"X-Salience-Memory": "on", "X-Salience-Session": identity.session_id}
         if tenant.debug_headers:
-            headers.update(await debug_headers(services, tenant, identity, recall, upstream_body))
+            headers.update(await debug_headers(services, tenant, identity, recall, screening, upstream_body))
     except StoreUnavailable:
-        # Memory is out of reach, the companion is not: answer without it, and keep the
-        # exchange on local disk so it is remembered once the store is back.
+        # Memory is out of reach, the companion is not: answer without it (still screened),
+        # and keep the exchange on local disk so it is remembered once the store is back.
         log.warning("store unavailable: tenant %s served in pass-through", tenant.id)
         degraded = Identity(user, requested_session, utcnow())
 
         async def spool_later(reply_text: str) -> None:
             await spool_exchange(services, degraded, body["messages"], reply_text)
 
-        return await respond(upstream, body, streaming, {"X-Salience-Memory": "degraded"}, spool_later)
+        return await forward_unremembered(services, tenant, upstream, body, streaming, "degraded", spool_later)
 
-    # upstream -> respond -> enqueue extraction (after the last byte)
-    async def enqueue_later(reply_text: str) -> None:
+    # upstream -> respond -> enqueue extraction and wake the escalation sender (after the last byte)
+    async def after_reply(reply_text: str) -> None:
         await enqueue_extraction(services, identity, body["messages"], reply_text)
+        services.escalations.notify()
 
-    return await respond(upstream, upstream_body, streaming, headers, enqueue_later)
+    return await respond(upstream, upstream_body, streaming, headers, after_reply)
 
 
 async def respond(
@@ -144,17 +155,39 @@ async def identify(services: Services, tenant: TenantSettings, user: UserRef, re
     return Identity(user, session_id, now)
 
 
-async def forward(upstream: Any, body: dict[str, Any], streaming: bool, headers: dict[str, str]) -> Response:
-    """Pass-through: no memory read or written."""
-    if not streaming:
-        reply = await upstream.complete(body)
-        return Response(reply.body, status_code=reply.status, headers={**reply.headers, **headers})
-    opened = await upstream.stream(body)
-    return StreamingResponse(opened.chunks, headers={**opened.headers, **headers}, media_type="text/event-stream")
+async def forward_unremembered(
+    services: Services,
+    tenant: TenantSettings,
+    upstream: Any,
+    body: dict[str, Any],
+    streaming: bool,
+    memory_state: str,
+    after: Callable[[str], Awaitable[None]] | None = None,
+) -> Response:
+    """No memory read (no user, or the store is down), but a crisis still gets guidance and
+    resources: the latest user message is screened without storing anything."""
+    headers = {"X-Salience-Memory": memory_state}
+    text = content_text(last_message_of(body["messages"], "user").get("content"))
+    screening = Screening(await services.safety.classify(tenant, text)) if text else Screening()
+    if screening.flags:
+        note = services.safety.note(tenant, [], screening)
+        body = {**body, "messages": inject_context(body["messages"], render_context([], note))}
+    if tenant.debug_headers:
+        headers["X-Salience-Safety"] = screening.header
+    return await respond(upstream, body, streaming, headers, after or _nothing_after)
+
+
+async def _nothing_after(reply_text: str) -> None:
+    return None
 
 
 async def debug_headers(
-    services: Services, tenant: TenantSettings, identity: Identity, recall: Recall, upstream_body: dict[str, Any]
+    services: Services,
+    tenant: TenantSettings,
+    identity: Identity,
+    recall: Recall,
+    screening: Screening,
+    upstream_body: dict[str, Any],
 ) -> dict[str, str]:
     """Headers that reveal what memory did, and a stored trace of what went upstream."""
     trace_id = new_id("trace")
@@ -170,6 +203,7 @@ async def debug_headers(
             "memories": recall.ids,
             "context_tokens": recall.tokens,
             "confidence": recall.confidence,
+            "safety": [{"category": f.category, "severity": f.severity} for f in screening.flags],
             "messages": upstream_body["messages"],
         },
         identity.now,
@@ -179,6 +213,7 @@ async def debug_headers(
         "X-Salience-Context-Tokens": str(recall.tokens),
         "X-Salience-Confidence": f"{recall.confidence:.3f}",
         "X-Salience-Trace": trace_id,
+        "X-Salience-Safety": screening.header,
     }
 
 

@@ -10,6 +10,9 @@ from datetime import timedelta
 from salience.memory.embed import Embedder, build_embedder
 from salience.memory.extract import Extractor, SelfDisclosureExtractor
 from salience.memory.recall import Recaller
+from salience.safety.escalate import EscalationSender
+from salience.safety.redact import WithoutDisclosures
+from salience.safety.screen import SafetyService
 from salience.settings import Config, TenantSettings, hash_api_key
 from salience.spool import ExchangeSpool, SpoolReplayer
 from salience.store.base import Store, StoreUnavailable, open_store
@@ -47,6 +50,8 @@ class Services:
     tenants: TenantDirectory
     spool: ExchangeSpool
     replayer: SpoolReplayer
+    safety: SafetyService
+    escalations: EscalationSender
 
     @classmethod
     def build(
@@ -60,7 +65,7 @@ class Services:
     ) -> "Services":
         store = store or open_store(config.server.resolved_store_url)
         embedder = embedder or build_embedder(config.server.embedder)
-        extractor = extractor or SelfDisclosureExtractor()
+        extractor = WithoutDisclosures(extractor or SelfDisclosureExtractor())
         upstreams = upstreams or {tid: build_upstream(t.upstream) for tid, t in config.tenants.items()}
         spool = ExchangeSpool(config.server.data_dir / "spool")
         return cls(
@@ -76,6 +81,8 @@ class Services:
             tenants=TenantDirectory(config.tenants),
             spool=spool,
             replayer=SpoolReplayer(spool, store, config.tenants),
+            safety=SafetyService.build(config, store),
+            escalations=EscalationSender(store, config.tenants, config.server.webhooks),
         )
 
     async def start(self, run_worker: bool = True) -> None:
@@ -87,10 +94,12 @@ class Services:
         if run_worker:
             self.worker.start()
             self.replayer.start(on_queued=self.worker.notify)
+            self.escalations.start()
 
     async def stop(self) -> None:
         await self.replayer.stop()
         await self.worker.stop()
+        await self.escalations.stop()
         for upstream in self.upstreams.values():
             await upstream.aclose()
         await self.store.close()

@@ -58,6 +58,14 @@ class ExtractionSettings(_Strict):
     # How long a worker holds a job before another worker (or this one, restarted) may take
     # it over: longer than the slowest extraction, short enough that a crash is soon repaired.
     lease_seconds: float = Field(120.0, ge=1, le=86_400)
+class WebhookDeliverySettings(_Strict):
+    """How the escalation outbox is drained: retries with exponential backoff."""
+
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+    retry_base_seconds: float = Field(5.0, gt=0)
+    retry_max_seconds: float = Field(3600.0, gt=0)
+    max_attempts: int = Field(20, ge=1, le=1000)
+    poll_seconds: float = Field(2.0, gt=0)
 
 
 class ServerSettings(_Strict):
@@ -68,6 +76,7 @@ class ServerSettings(_Strict):
     extraction: ExtractionSettings = ExtractionSettings()
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    webhooks: WebhookDeliverySettings = WebhookDeliverySettings()
 
     @field_validator("store_url")
     @classmethod
@@ -133,8 +142,65 @@ class MemorySettings(_Strict):
     max_items: int = Field(100, ge=1, le=1000)
 
 
+SeverityName = Literal["concern", "risk", "imminent"]
+LOCALE = re.compile(r"^[a-z]{2,3}(?:[-_][A-Za-z]{2}|[-_][0-9]{3})?$")
+
+
+class CrisisResourceSettings(_Strict):
+    """One crisis line or directory, as shown to the model (and so to the user)."""
+
+    name: str = Field(min_length=1, max_length=120)
+    contact: str = Field(min_length=1, max_length=200)
+    url: str | None = Field(None, max_length=300)
+
+
+class SecondOpinionSettings(_Strict):
+    """An LLM classifier through litellm, consulted besides the offline detector."""
+
+    model: str
+    api_base: str | None = None
+    api_key: str | None = None
+    timeout_seconds: float = Field(3.0, gt=0, le=30)
+    # flagged: only messages the offline detector flagged (confirms, may raise severity or add
+    # categories; adds latency only to those). always: every message (better recall, slower).
+    when: Literal["flagged", "always"] = "flagged"
+
+
 class SafetySettings(_Strict):
     locale: str = "en-US"
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    escalation_threshold: SeverityName = "risk"
+    include_message_text: bool = False
+    # A YAML file in the format of config/resources/crisis_lines.yaml, relative to the
+    # config directory; replaces the shipped one. ``resources`` replaces the locale's list.
+    resources_file: str | None = None
+    resources: list[CrisisResourceSettings] | None = None
+    # An escalation episode ends after this long without a message at or above the threshold.
+    episode_quiet_hours: float = Field(72.0, gt=0)
+    second_opinion: SecondOpinionSettings | None = None
+
+    @field_validator("locale")
+    @classmethod
+    def _locale_is_a_tag(cls, locale: str) -> str:
+        if not LOCALE.match(locale):
+            raise ValueError(f"{locale!r} is not a locale tag like en-US or en-GB")
+        return locale
+
+    @model_validator(mode="after")
+    def _webhook_is_complete(self) -> "SafetySettings":
+        if self.webhook_url is not None:
+            if not self.webhook_url.startswith(("http://", "https://")):
+                raise ValueError("webhook_url must be an http:// or https:// URL")
+            if not self.webhook_secret:
+                raise ValueError("webhook_url needs webhook_secret (events are signed with it)")
+            if len(self.webhook_secret) < 16:
+                raise ValueError("webhook_secret must be at least 16 characters")
+        return self
+
+    @property
+    def escalation_enabled(self) -> bool:
+        return self.webhook_url is not None
 
 
 class TenantSettings(_Strict):
@@ -243,4 +309,8 @@ def load_config(directory: str | Path) -> Config:
         tenants[tenant_id] = tenant
     if not tenants:
         raise ConfigError(f"{directory / 'tenants'}: no tenant files (*.yaml) found")
+    from salience.safety.policy import build_policy  # here, not at the top: the policy module imports this one
+
+    for tenant in tenants.values():
+        build_policy(tenant, directory)  # a missing or malformed crisis resources file stops start-up
     return Config(directory=directory, server=server, tenants=tenants)

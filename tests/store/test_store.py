@@ -168,3 +168,71 @@ async def test_two_replicas_share_memories_versions_and_the_queue(store_url):
 def test_unknown_store_url_is_refused():
     with pytest.raises(ValueError, match="unsupported store URL"):
         open_store("mongodb://localhost")
+
+
+# -- safety: the record, pinned memories, deletion, the outbox ---------------------------------
+from salience.model import OutboxEvent, SafetyRecord  # noqa: E402
+
+
+def event(event_id: str, tenant: str = "tenant-a") -> OutboxEvent:
+    return OutboxEvent(id=event_id, tenant=tenant, kind="safety.escalation", payload={"id": event_id}, created_at=utcnow())
+
+
+async def test_safety_update_is_saved_together_and_scoped(store):
+    assert await store.get_safety_record(ALICE) is None
+    now = utcnow()
+    record = SafetyRecord(first_flagged_at=now, last_flagged_at=now, disclosures=1, latest_category="self_harm",
+                          latest_severity="risk", seen_message_ids=["m1"], episode_id="ep1", episode_last_at=now,
+                          escalated_severity="risk")
+    pinned = memory("safe1", "self-harm; latest severity: risk", pinned=True)
+    pinned.kind, pinned.embedding = "safety", None
+    before = await store.memory_version(ALICE)
+    await store.save_safety_update(ALICE, record, [pinned], [event("e1")], now)
+    assert await store.get_safety_record(ALICE) == record
+    assert await store.get_safety_record(ALICE_ELSEWHERE) is None
+    assert await store.memory_version(ALICE) > before
+    [loaded] = await store.load_memories(ALICE)
+    assert loaded.pinned and loaded.kind == "safety" and loaded.embedding is None
+    assert await store.pending_outbox("tenant-a") == 1 and await store.pending_outbox("tenant-b") == 0
+
+    pinned.mention_count = 2
+    await store.save_safety_update(ALICE, record, [pinned], [event("e1")], now)  # same event id: not queued twice
+    assert (await store.get_memory(ALICE, "safe1")).mention_count == 2
+    assert await store.pending_outbox() == 1
+
+
+async def test_delete_memory_removes_it_and_bumps_the_version(store):
+    await store.commit_extraction(job("j1"), [memory("m1", "x"), memory("m2", "y")], [])
+    before = await store.memory_version(ALICE)
+    assert await store.delete_memory(ALICE_ELSEWHERE, "m1") is False
+    assert await store.delete_memory(ALICE, "m1") is True
+    assert [m.id for m in await store.load_memories(ALICE)] == ["m2"]
+    assert await store.memory_version(ALICE) > before
+    assert await store.delete_memory(ALICE, "m1") is False
+
+
+async def test_outbox_claims_leases_retries_and_acks(store):
+    now = utcnow()
+    assert await store.enqueue_outbox(event("e1"), now) is True
+    assert await store.enqueue_outbox(event("e1"), now) is False
+    [claimed] = await store.claim_outbox(10, now, timedelta(seconds=30))
+    assert claimed.id == "e1" and claimed.attempts == 1 and claimed.payload == {"id": "e1"}
+    assert await store.claim_outbox(10, now, timedelta(seconds=30)) == []  # leased
+    await store.retry_outbox("e1", "HTTP 503", now + timedelta(seconds=5))
+    assert await store.claim_outbox(10, now, timedelta(seconds=30)) == []  # not due yet
+    [again] = await store.claim_outbox(10, now + timedelta(seconds=6), timedelta(seconds=30))
+    assert again.attempts == 2
+    await store.ack_outbox("e1", now)
+    assert await store.claim_outbox(10, now + timedelta(hours=1), timedelta(seconds=30)) == []
+    assert await store.pending_outbox() == 0
+
+
+async def test_an_expired_outbox_lease_is_claimable_again_and_giving_up_is_final(store):
+    now = utcnow()
+    await store.enqueue_outbox(event("e1"), now)
+    await store.claim_outbox(10, now, timedelta(seconds=30))
+    [reclaimed] = await store.claim_outbox(10, now + timedelta(seconds=31), timedelta(seconds=30))
+    assert reclaimed.attempts == 2
+    await store.retry_outbox("e1", "gave up", None)
+    assert await store.claim_outbox(10, now + timedelta(days=1), timedelta(seconds=30)) == []
+    assert await store.pending_outbox() == 0

@@ -57,7 +57,13 @@ async def import_transcripts(
 ) -> dict[str, Any]:
     services: Services = request.app.state.services
     user = user_ref(tenant, user_id)
-    result = await import_sessions(services.store, services.worker, user, payload.sessions)
+    result = await import_sessions(
+        services.store,
+        services.worker,
+        user,
+        payload.sessions,
+        screen=lambda messages: services.safety.screen_history(tenant, user, messages),
+    )
     return {
         "object": "salience.import",
         "user": user_id,
@@ -65,6 +71,7 @@ async def import_transcripts(
         "messages": result.messages,
         "memories_added": result.memories_added,
         "memories_reinforced": result.memories_reinforced,
+        "safety_flagged": result.safety_flagged,
     }
 
 
@@ -129,3 +136,14 @@ async def get_memory(
     if item is None:
         raise SalienceError(404, f"no memory {memory_id!r} for this user", param="memory_id", code="memory_not_found")
     return memory_json(item)
+
+
+@router.delete("/memories/{memory_id}")
+async def delete_memory(
+    user_id: str, memory_id: str, request: Request, tenant: TenantSettings = Depends(tenant_of)
+) -> dict[str, Any]:
+    """Forget one memory, a pinned safety memory included: it is never injected again."""
+    services: Services = request.app.state.services
+    if not await services.store.delete_memory(user_ref(tenant, user_id), memory_id):
+        raise SalienceError(404, f"no memory {memory_id!r} for this user", param="memory_id", code="memory_not_found")
+    return {"id": memory_id, "object": "salience.memory.deleted", "deleted": True}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Literal
+from typing import Awaitable, Callable, Literal
 
 from pydantic import BaseModel, Field
 
@@ -37,6 +37,7 @@ class ImportResult:
     messages: int = 0
     memories_added: int = 0
     memories_reinforced: int = 0
+    safety_flagged: int = 0
 
 
 def _utc(value: datetime) -> datetime:
@@ -49,11 +50,14 @@ async def import_sessions(
     user: UserRef,
     sessions: list[ImportSession],
     on_session: Callable[[ImportSession], None] | None = None,
+    screen: Callable[[list[Message]], Awaitable[int]] | None = None,
 ) -> ImportResult:
     """Store each session's messages and extract its memories, oldest session first.
 
     Importing the same transcript again changes nothing: message ids are the caller's,
     memory ids derive from them, and a message already counted is never counted twice.
+    ``screen`` (the safety layer) sees each session's messages, so a disclosure in an
+    imported transcript is pinned with its real date.
     """
     result = ImportResult()
     for session in sorted(sessions, key=lambda s: _utc(s.started_at)):
@@ -79,6 +83,8 @@ async def import_sessions(
             messages=messages,
         )
         added, reinforced = await worker.process(job)
+        if screen is not None:
+            result.safety_flagged += await screen(messages)
         result.sessions += 1
         result.messages += len(messages)
         result.memories_added += added

@@ -53,16 +53,21 @@ def render_lines(items: list[MemoryItem]) -> list[str]:
     return lines
 
 
-def render_context(items: list[MemoryItem]) -> str:
-    """The block for ``items``; empty when there is nothing to say."""
-    if not items:
+def render_context(items: list[MemoryItem], safety_note: str = "") -> str:
+    """The block for ``items``, the safety note first; empty when there is nothing to say.
+
+    The safety note is rendered by salience (``safety.policy``), never from user text, and
+    comes first so that no memory, however many, can push it out of the model's view.
+    """
+    if not items and not safety_note:
         return ""
-    return "\n".join([OPEN_TAG, PREAMBLE, *render_lines(items), CLOSE_TAG])
+    memories = [PREAMBLE, *render_lines(items)] if items else []
+    return "\n".join([OPEN_TAG, *([safety_note] if safety_note else []), *memories, CLOSE_TAG])
 
 
-def render_nothing_remembered() -> str:
+def render_nothing_remembered(safety_note: str = "") -> str:
     """The honest note, for a user who refers to a past that salience has no memory of."""
-    return "\n".join([OPEN_TAG, NOTHING_REMEMBERED, CLOSE_TAG])
+    return "\n".join([OPEN_TAG, *([safety_note] if safety_note else []), NOTHING_REMEMBERED, CLOSE_TAG])
 
 
 def inject_context(messages: list[dict[str, Any]], context: str) -> list[dict[str, Any]]:

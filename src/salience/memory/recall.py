@@ -53,6 +53,9 @@ class Recall:
     confidence: float = 0.0
     found: bool = False
     memories: list[RecalledMemory] = field(default_factory=list)
+    # Pinned memories (safety) are not ranked or budgeted: they are always returned, and
+    # rendered by the caller outside the budget.
+    pinned: list[MemoryItem] = field(default_factory=list)
 
     @property
     def ids(self) -> list[str]:
@@ -62,9 +65,11 @@ class Recall:
 class MemorySet:
     """One user's memories as arrays, ready to score; built once per store version."""
 
-    def __init__(self, version: int, items: list[MemoryItem]) -> None:
+    def __init__(self, version: int, items: list[MemoryItem], pinned_items: list[MemoryItem] | None = None) -> None:
         self.version = version
         self.items = items
+        # Pinned memories (safety) are never ranked or budgeted: recall returns them as they are.
+        self.pinned_items = pinned_items or []
         self.matrix = np.stack([m.embedding for m in items]).astype(np.float32) if items else np.zeros((0, 0), np.float32)
         self.lexical = LexicalIndex([f"{m.speaker}: {m.text}" for m in items])
         self.created = np.array([m.created_at.timestamp() for m in items], dtype=np.float64)
@@ -120,8 +125,9 @@ class MemoryCache:
         cached = self._sets.get(user)
         if cached is not None and cached.version == version:
             return cached
-        items = [m for m in await self.store.load_memories(user) if m.embedding is not None]
-        memory_set = MemorySet(version, items)
+        loaded = await self.store.load_memories(user)
+        items = [m for m in loaded if m.embedding is not None and not m.pinned]
+        memory_set = MemorySet(version, items, [m for m in loaded if m.pinned])
         if len(self._sets) >= self.max_users:
             self._sets.pop(next(iter(self._sets)))
         self._sets[user] = memory_set
@@ -145,9 +151,10 @@ class Recaller:
         budget = settings.budget_tokens if budget_tokens is None else budget_tokens
         now = at or utcnow()
         memory_set = await self.cache.get(user)
+        pinned = [m for m in memory_set.pinned_items if m.created_at <= now]
         eligible = memory_set.created <= now.timestamp()
         if not query.strip() or budget <= 0 or not eligible.any():
-            return self._nothing_found(query, budget, 0.0, model)
+            return self._nothing_found(query, budget, 0.0, model, pinned)
 
         query_vector = (await self.embedder.embed([query]))[0]
         dense = memory_set.matrix @ query_vector
@@ -157,7 +164,7 @@ class Recaller:
         relevance = content_relevance * np.where(about, 1.0, OTHER_SUBJECT)
         confidence = self._confidence(named, about, eligible, content_relevance, dense)
         if confidence < FOUND_AT:
-            return self._nothing_found(query, budget, confidence, model)
+            return self._nothing_found(query, budget, confidence, model, pinned)
 
         salience = salience_array(
             memory_set.importance, memory_set.anchor, memory_set.reinforcements, now.timestamp(),
@@ -171,9 +178,9 @@ class Recaller:
 
         chosen = pack_into_budget(memory_set, order, score, budget, settings.max_items, model)
         if not chosen:
-            return self._nothing_found(query, budget, confidence, model)
+            return self._nothing_found(query, budget, confidence, model, pinned)
         context = render_context([m.item for m in chosen])
-        return Recall(context, count_tokens(context, model), confidence, True, chosen)
+        return Recall(context, count_tokens(context, model), confidence, True, chosen, pinned)
 
     @staticmethod
     def _confidence(
@@ -195,13 +202,15 @@ class Recaller:
         return (memory_set.session_ids == latest).astype(np.float64) if latest else np.zeros(len(memory_set.items))
 
     @staticmethod
-    def _nothing_found(query: str, budget: int, confidence: float, model: str | None) -> Recall:
+    def _nothing_found(
+        query: str, budget: int, confidence: float, model: str | None, pinned: list[MemoryItem]
+    ) -> Recall:
         if refers_to_past(query):
             note = render_nothing_remembered()
             tokens = count_tokens(note, model)
             if tokens <= budget:
-                return Recall(note, tokens, confidence, False, [])
-        return Recall(confidence=confidence)
+                return Recall(note, tokens, confidence, False, [], pinned)
+        return Recall(confidence=confidence, pinned=pinned)
 
 
 def strip_names(query: str, names: set[str]) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from salience.model import ExtractionJob, MemoryItem, Message, UserRef
+from salience.model import ExtractionJob, MemoryItem, Message, OutboxEvent, SafetyRecord, UserRef
 
 
 class StoreUnavailable(Exception):
@@ -53,6 +53,42 @@ class Store(Protocol):
 
     async def memory_version(self, user: UserRef) -> int:
         """A number that changes whenever the user's memories change (for caches)."""
+
+    async def delete_memory(self, user: UserRef, memory_id: str) -> bool:
+        """Delete one memory and bump the user's version; False when there was none."""
+
+    # -- safety -----------------------------------------------------------------------------
+    async def get_safety_record(self, user: UserRef) -> SafetyRecord | None:
+        """The user's safety record; None for a user never flagged."""
+
+    async def save_safety_update(
+        self,
+        user: UserRef,
+        record: SafetyRecord,
+        pinned: list[MemoryItem],
+        events: list[OutboxEvent],
+        now: datetime,
+    ) -> None:
+        """All at once, or nothing: replace the user's safety record; insert or replace each
+        pinned memory by id (all fields; bumps the user's version); queue each event
+        (an id queued before is ignored)."""
+
+    # -- the outbox: webhook deliveries ------------------------------------------------------
+    async def enqueue_outbox(self, event: OutboxEvent, now: datetime) -> bool:
+        """Queue an event durably, due now; False when its id was queued before."""
+
+    async def claim_outbox(self, limit: int, now: datetime, lease: timedelta) -> list[OutboxEvent]:
+        """Lease up to ``limit`` due events, oldest first, counting the attempt; an event
+        whose lease runs out is claimable again."""
+
+    async def ack_outbox(self, event_id: str, now: datetime) -> None:
+        """The event was delivered: never claim it again."""
+
+    async def retry_outbox(self, event_id: str, error: str, available_at: datetime | None) -> None:
+        """Put a leased event back, due at ``available_at``; None gives up on it."""
+
+    async def pending_outbox(self, tenant: str | None = None) -> int:
+        """Events queued or leased, not yet delivered or given up (for one tenant, or all)."""
 
     # -- the extraction queue -----------------------------------------------------------
     async def enqueue_extraction(self, job: ExtractionJob, now: datetime) -> bool:

@@ -16,7 +16,7 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
-from salience.model import ExtractionJob, MemoryItem, Message, UserRef, new_id
+from salience.model import ExtractionJob, MemoryItem, Message, OutboxEvent, SafetyRecord, UserRef, new_id
 
 T = TypeVar("T")
 
@@ -65,6 +65,21 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (tenant, id)
     );
     """,
+    # 2: the safety layer. A user's safety record, and the durable outbox of webhook events.
+    """
+    CREATE TABLE safety_records (
+        tenant TEXT NOT NULL, user_id TEXT NOT NULL, record TEXT NOT NULL, updated_at REAL NOT NULL,
+        PRIMARY KEY (tenant, user_id)
+    );
+
+    CREATE TABLE outbox (
+        id TEXT PRIMARY KEY, tenant TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL,
+        status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        available_at REAL NOT NULL, leased_until REAL, last_error TEXT,
+        created_at REAL NOT NULL, delivered_at REAL
+    );
+    CREATE INDEX outbox_due ON outbox (status, available_at);
+    """,
 ]
 
 
@@ -95,6 +110,30 @@ def _message_from_json(data: dict[str, Any]) -> Message:
         name=data.get("name"),
         created_at=_dt(data["created_at"]),  # type: ignore[arg-type]
         session_id=data["session_id"],
+    )
+
+
+MEMORY_COLUMNS = (
+    " (tenant, user_id, id, text, kind, importance, speaker, created_at,"
+    " last_reinforced_at, mention_count, pinned, sources, session_id, embedding)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _memory_row(user: UserRef, item: MemoryItem) -> tuple[Any, ...]:
+    return (
+        user.tenant, user.user, item.id, item.text, item.kind, item.importance, item.speaker,
+        _ts(item.created_at), _ts(item.last_reinforced_at), item.mention_count, int(item.pinned),
+        json.dumps(item.sources), item.session_id,
+        item.embedding.astype(np.float32).tobytes() if item.embedding is not None else None,
+    )
+
+
+def _bump_version(conn: sqlite3.Connection, user: UserRef) -> None:
+    conn.execute(
+        "INSERT INTO user_versions (tenant, user_id, version) VALUES (?,?,1)"
+        " ON CONFLICT (tenant, user_id) DO UPDATE SET version = version + 1",
+        (user.tenant, user.user),
     )
 
 
@@ -267,6 +306,117 @@ class SQLiteStore:
 
         return await self._run(version)
 
+    async def delete_memory(self, user: UserRef, memory_id: str) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            def body() -> bool:
+                cursor = conn.execute(
+                    "DELETE FROM memories WHERE tenant=? AND user_id=? AND id=?", (user.tenant, user.user, memory_id)
+                )
+                if cursor.rowcount:
+                    _bump_version(conn, user)
+                return cursor.rowcount > 0
+
+            return self._transaction(conn, body)
+
+        return await self._run(delete)
+
+    # -- safety -----------------------------------------------------------------------------------
+    async def get_safety_record(self, user: UserRef) -> SafetyRecord | None:
+        def get(conn: sqlite3.Connection) -> SafetyRecord | None:
+            row = conn.execute(
+                "SELECT record FROM safety_records WHERE tenant=? AND user_id=?", (user.tenant, user.user)
+            ).fetchone()
+            return SafetyRecord.from_json(json.loads(row[0])) if row else None
+
+        return await self._run(get)
+
+    async def save_safety_update(
+        self, user: UserRef, record: SafetyRecord, pinned: list[MemoryItem], events: list[OutboxEvent], now: datetime
+    ) -> None:
+        def save(conn: sqlite3.Connection) -> None:
+            def body() -> None:
+                conn.execute(
+                    "INSERT INTO safety_records (tenant, user_id, record, updated_at) VALUES (?,?,?,?)"
+                    " ON CONFLICT (tenant, user_id) DO UPDATE SET record=excluded.record, updated_at=excluded.updated_at",
+                    (user.tenant, user.user, json.dumps(record.to_json()), now.timestamp()),
+                )
+                if pinned:
+                    conn.executemany("INSERT OR REPLACE INTO memories" + MEMORY_COLUMNS, [_memory_row(user, m) for m in pinned])
+                    _bump_version(conn, user)
+                for event in events:
+                    self._insert_event(conn, event, now)
+
+            self._transaction(conn, body)
+
+        await self._run(save)
+
+    # -- the outbox -------------------------------------------------------------------------------
+    @staticmethod
+    def _insert_event(conn: sqlite3.Connection, event: OutboxEvent, now: datetime) -> bool:
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO outbox (id, tenant, kind, payload, status, attempts, available_at, created_at)"
+            " VALUES (?,?,?,?,'queued',0,?,?)",
+            (event.id, event.tenant, event.kind, json.dumps(event.payload), now.timestamp(), event.created_at.timestamp()),
+        )
+        return cursor.rowcount == 1
+
+    async def enqueue_outbox(self, event: OutboxEvent, now: datetime) -> bool:
+        return await self._run(lambda conn: self._insert_event(conn, event, now))
+
+    async def claim_outbox(self, limit: int, now: datetime, lease: timedelta) -> list[OutboxEvent]:
+        def claim(conn: sqlite3.Connection) -> list[OutboxEvent]:
+            def body() -> list[OutboxEvent]:
+                rows = conn.execute(
+                    "SELECT * FROM outbox WHERE"
+                    " (status='queued' AND available_at <= ?) OR (status='leased' AND leased_until <= ?)"
+                    " ORDER BY available_at LIMIT ?",
+                    (now.timestamp(), now.timestamp(), limit),
+                ).fetchall()
+                for row in rows:
+                    conn.execute(
+                        "UPDATE outbox SET status='leased', leased_until=?, attempts=attempts+1 WHERE id=?",
+                        ((now + lease).timestamp(), row["id"]),
+                    )
+                return [
+                    OutboxEvent(
+                        id=row["id"], tenant=row["tenant"], kind=row["kind"], payload=json.loads(row["payload"]),
+                        created_at=_dt(row["created_at"]), attempts=row["attempts"] + 1,  # type: ignore[arg-type]
+                    )
+                    for row in rows
+                ]
+
+            return self._transaction(conn, body)
+
+        return await self._run(claim)
+
+    async def ack_outbox(self, event_id: str, now: datetime) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "UPDATE outbox SET status='delivered', leased_until=NULL, delivered_at=? WHERE id=?",
+                (now.timestamp(), event_id),
+            )
+        )
+
+    async def retry_outbox(self, event_id: str, error: str, available_at: datetime | None) -> None:
+        status = "queued" if available_at is not None else "failed"
+        due = available_at.timestamp() if available_at is not None else 0.0
+        await self._run(
+            lambda conn: conn.execute(
+                "UPDATE outbox SET status=?, leased_until=NULL, last_error=?, available_at=? WHERE id=? AND status='leased'",
+                (status, error[:500], due, event_id),
+            )
+        )
+
+    async def pending_outbox(self, tenant: str | None = None) -> int:
+        def count(conn: sqlite3.Connection) -> int:
+            if tenant is None:
+                return conn.execute("SELECT count(*) FROM outbox WHERE status IN ('queued', 'leased')").fetchone()[0]
+            return conn.execute(
+                "SELECT count(*) FROM outbox WHERE status IN ('queued', 'leased') AND tenant=?", (tenant,)
+            ).fetchone()[0]
+
+        return await self._run(count)
+
     # -- the extraction queue -----------------------------------------------------------------
     async def enqueue_extraction(self, job: ExtractionJob, now: datetime) -> bool:
         def enqueue(conn: sqlite3.Connection) -> bool:
@@ -330,18 +480,8 @@ class SQLiteStore:
                     return  # another worker finished it first: applying twice would double-count
                 self._insert_messages(conn, user, job.messages)
                 conn.executemany(
-                    "INSERT OR IGNORE INTO memories (tenant, user_id, id, text, kind, importance, speaker, created_at,"
-                    " last_reinforced_at, mention_count, pinned, sources, session_id, embedding)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [
-                        (
-                            user.tenant, user.user, item.id, item.text, item.kind, item.importance, item.speaker,
-                            _ts(item.created_at), _ts(item.last_reinforced_at), item.mention_count, int(item.pinned),
-                            json.dumps(item.sources), item.session_id,
-                            item.embedding.astype(np.float32).tobytes() if item.embedding is not None else None,
-                        )
-                        for item in added
-                    ],
+                    "INSERT OR IGNORE INTO memories" + MEMORY_COLUMNS,
+                    [_memory_row(user, item) for item in added],
                 )
                 conn.executemany(
                     "UPDATE memories SET mention_count=?, last_reinforced_at=?, sources=?, importance=?"
@@ -355,11 +495,7 @@ class SQLiteStore:
                     ],
                 )
                 if added or reinforced:
-                    conn.execute(
-                        "INSERT INTO user_versions (tenant, user_id, version) VALUES (?,?,1)"
-                        " ON CONFLICT (tenant, user_id) DO UPDATE SET version = version + 1",
-                        (user.tenant, user.user),
-                    )
+                    _bump_version(conn, user)
                 conn.execute("UPDATE extraction_jobs SET status='done', leased_until=NULL WHERE id=?", (job.id,))
 
             self._transaction(conn, body)

@@ -1,0 +1,24 @@
+"""Keeping crisis sentences out of ordinary memories.
+
+A flagged sentence is remembered as the pinned safety note, in salience's words. Stored as an
+ordinary memory it would come back by relevance, verbatim, with whatever method or detail the
+user gave: exactly what safe-messaging guidance says not to repeat. So the extractor's
+candidates pass through the detector, and flagged ones are dropped.
+"""
+
+from __future__ import annotations
+
+from salience.memory.extract import Candidate, Extractor
+from salience.model import Message
+from salience.safety.detect import RuleBasedDetector
+
+
+class WithoutDisclosures:
+    """An ``Extractor`` that drops the candidates the offline detector flags."""
+
+    def __init__(self, inner: Extractor, detector: RuleBasedDetector | None = None) -> None:
+        self.inner = inner
+        self.detector = detector or RuleBasedDetector()
+
+    async def extract(self, messages: list[Message]) -> list[Candidate]:
+        return [c for c in await self.inner.extract(messages) if not self.detector.detect_sync(c.text)]

@@ -100,6 +100,46 @@ def import_file(
     asyncio.run(run())
 
 
+eval_app = typer.Typer(help="Measure recall quality against baselines.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("locomo")
+def eval_locomo(
+    data: Path = typer.Option(Path("../shared/data/locomo/locomo10.json"), "--data", help="path of locomo10.json"),
+    budget: list[int] = typer.Option([1000, 500], "--budget", help="token budget(s) to recall at"),
+    out: Path = typer.Option(Path("bench/results"), "--out", help="where locomo.json and locomo.md are written"),
+    limit: Optional[int] = typer.Option(None, "--conversations", help="only the first N conversations"),
+) -> None:
+    """LoCoMo: salience against last-N tokens, BM25 top-k and MiniLM top-k, in one run."""
+    import tempfile
+
+    from salience.eval.locomo import load_conversations, run_locomo, summarise, write_report
+
+    if not data.exists():
+        console.print(f"[red]{data} not found[/red]: pass --data PATH/locomo10.json")
+        raise typer.Exit(2)
+    conversations = load_conversations(data)[:limit]
+    questions = sum(len(c.questions) for c in conversations) * len(budget)
+
+    async def run() -> list:
+        with tempfile.TemporaryDirectory(prefix="salience-locomo-") as work_dir, Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        ) as progress:
+            imported = progress.add_task("conversations", total=len(conversations))
+            asked = progress.add_task("questions", total=questions)
+
+            def advance(stage: str, count: int) -> None:
+                progress.advance(imported if stage == "conversation" else asked, count)
+
+            return await run_locomo(data, list(budget), Path(work_dir), limit=limit, progress=advance)
+
+    summaries = [summarise(r) for r in asyncio.run(run())]
+    json_path, md_path = write_report(summaries, out)
+    console.print(md_path.read_text(), markup=False, highlight=False)
+    console.print(f"written: {json_path}, {md_path}")
+
+
 @app.command()
 def demo() -> None:
     """A scripted two-session conversation against a local echo upstream, offline."""

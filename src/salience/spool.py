@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from salience.background import cancel_task
 from salience.exchange import Turn, exchange_messages, extraction_job
 from salience.model import UserRef, stable_id, utcnow
 from salience.settings import TenantSettings
@@ -138,10 +139,5 @@ class SpoolReplayer:
             self._task = asyncio.create_task(self._loop(on_queued), name="salience-spool-replay")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None

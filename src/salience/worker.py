@@ -7,10 +7,10 @@ leaves a lease that runs out, and the job is claimed again; committing twice is 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 
+from salience.background import Poller
 from salience.memory.consolidate import consolidate
 from salience.memory.embed import Embedder
 from salience.memory.extract import Extractor
@@ -39,8 +39,7 @@ class ExtractionWorker:
         self.embedder = embedder
         self.poll_seconds = poll_seconds
         self.batch = batch
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._poller = Poller("salience-extraction-worker", self.run_once, poll_seconds)
 
     async def process(self, job: ExtractionJob) -> tuple[int, int]:
         """Extract one job's memories and commit them; returns (added, reinforced)."""
@@ -72,37 +71,15 @@ class ExtractionWorker:
 
     def notify(self) -> None:
         """A job was queued: look now instead of at the next poll."""
-        self._wake.set()
+        self._poller.notify()
 
     async def drain(self) -> None:
         """Process until no job is due (used by import, the demo and tests)."""
         while await self.run_once():
             pass
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                while await self.run_once():
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the store may be briefly unavailable; keep going
-                log.error("extraction worker loop error: %s", type(exc).__name__)
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-            except asyncio.TimeoutError:
-                pass
-
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="salience-extraction-worker")
+        self._poller.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._poller.stop()

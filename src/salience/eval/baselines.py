@@ -1,7 +1,7 @@
 """What apps do today, as baselines: raw transcript turns packed into the same token budget.
 
 - last-N tokens: the most recent turns that fit (pasting the transcript back in);
-- BM25 top-k over raw turns (a keyword index);
+- BM25 top-k over raw turns (a keyword index, the same tokenizer and stemmer as salience's);
 - MiniLM top-k over raw turns (a flat vector store).
 Every turn is prefixed with its session date, so the baselines can answer "when" questions.
 """
@@ -16,6 +16,7 @@ import numpy as np
 
 from salience.eval.locomo_data import Conversation, Turn
 from salience.memory.embed import Embedder
+from salience.memory.lexical import tokenize
 from salience.memory.tokens import count_tokens
 
 
@@ -71,11 +72,10 @@ class BM25Baseline:
     def __init__(self, conversation: Conversation) -> None:
         self.turns = list(conversation.turns)
         self.index = bm25s.BM25()
-        self.index.index(bm25s.tokenize([turn_line(t) for t in self.turns], stopwords="en", show_progress=False),
-                         show_progress=False)
+        self.index.index(tokenize([turn_line(t) for t in self.turns]), show_progress=False)
 
     def recall(self, question: str, budget: int) -> Packed:
-        query = bm25s.tokenize([question], stopwords="en", show_progress=False)
+        query = tokenize([question])
         k = min(len(self.turns), 200)
         ids, _ = self.index.retrieve(query, k=k, show_progress=False)
         return pack_lines([self.turns[i] for i in ids[0]], budget)

@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 
 from salience.eval.baselines import BM25Baseline, LastTokensBaseline, Packed, VectorBaseline
-from salience.eval.locomo_data import Conversation, load_conversations
+from salience.eval.locomo_data import Conversation, load_conversations  # noqa: F401 (re-exported for the CLI)
 from salience.eval.metrics import answer_token_recall, evidence_recall
 from salience.memory.embed import Embedder, LocalMiniLMEmbedder
 from salience.settings import Config, MemorySettings, ServerSettings, TenantSettings, UpstreamSettings

@@ -9,7 +9,7 @@ import Stemmer
 _STEMMER = Stemmer.Stemmer("english")
 
 
-def _tokenize(texts: list[str]) -> bm25s.tokenization.Tokenized:
+def tokenize(texts: list[str]) -> bm25s.tokenization.Tokenized:
     return bm25s.tokenize(texts, stopwords="en", stemmer=_STEMMER, show_progress=False)
 
 
@@ -18,13 +18,13 @@ class LexicalIndex:
         self.size = len(texts)
         self._index = bm25s.BM25()
         if texts:
-            self._index.index(_tokenize(texts), show_progress=False)
+            self._index.index(tokenize(texts), show_progress=False)
 
     def scores(self, query: str) -> np.ndarray:
         """One BM25 score per indexed text, scaled so the best is 1 (all 0 when nothing matches)."""
         if self.size == 0:
             return np.zeros(0, dtype=np.float32)
-        tokens = _tokenize([query])
+        tokens = tokenize([query])
         vocab = self._index.vocab_dict
         words = [word for word, _ in sorted(tokens.vocab.items(), key=lambda kv: kv[1])]
         query_words = [words[i] for i in tokens.ids[0] if words[i] in vocab]

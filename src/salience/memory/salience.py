@@ -17,7 +17,6 @@ it has come back in six sessions, about 3 years.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 
 import numpy as np
@@ -28,8 +27,41 @@ SECONDS_PER_DAY = 86_400.0
 
 
 def stability_days(importance: float, reinforcements: int, half_life_days: float) -> float:
+    """Days for the retention of a memory to halve."""
     counted = min(max(reinforcements, 0), MAX_COUNTED_REINFORCEMENTS)
     return half_life_days * (0.25 + 2.75 * importance) * REINFORCEMENT_GAIN**counted
+
+
+def retention_array(
+    importance: np.ndarray,
+    anchor_timestamps: np.ndarray,
+    reinforcements: np.ndarray,
+    now_timestamp: float,
+    half_life_days: float,
+    pinned: np.ndarray,
+) -> np.ndarray:
+    """Retention of many memories at once (timestamps in seconds; anchor = last reinforced)."""
+    counted = np.clip(reinforcements, 0, MAX_COUNTED_REINFORCEMENTS)
+    stability = half_life_days * (0.25 + 2.75 * importance) * REINFORCEMENT_GAIN**counted
+    days = np.maximum(0.0, (now_timestamp - anchor_timestamps) / SECONDS_PER_DAY)
+    return np.where(pinned, 1.0, np.power(2.0, -days / stability))
+
+
+def salience_array(
+    importance: np.ndarray,
+    anchor_timestamps: np.ndarray,
+    reinforcements: np.ndarray,
+    now_timestamp: float,
+    half_life_days: float,
+    pinned: np.ndarray,
+) -> np.ndarray:
+    """``salience`` of many memories at once."""
+    kept = retention_array(importance, anchor_timestamps, reinforcements, now_timestamp, half_life_days, pinned)
+    return kept * (0.3 + 0.7 * importance)
+
+
+def _one(value: float) -> np.ndarray:
+    return np.array([value], dtype=np.float64)
 
 
 def retention(
@@ -41,12 +73,11 @@ def retention(
     half_life_days: float,
     pinned: bool = False,
 ) -> float:
-    """In (0, 1]: 1 when just said or reinforced, halving every ``stability`` days."""
-    if pinned:
-        return 1.0
+    """In (0, 1]: 1 when just said or reinforced, halving every ``stability_days``."""
     anchor = max(created_at, last_reinforced_at or created_at)
-    days = max(0.0, (now - anchor).total_seconds() / SECONDS_PER_DAY)
-    return math.pow(2.0, -days / stability_days(importance, reinforcements, half_life_days))
+    kept = retention_array(_one(importance), _one(anchor.timestamp()), _one(reinforcements), now.timestamp(),
+                           half_life_days, np.array([pinned]))
+    return float(kept[0])
 
 
 def salience(
@@ -60,20 +91,4 @@ def salience(
 ) -> float:
     """In [0, 1]: how strongly the memory should come to mind now, regardless of the topic."""
     kept = retention(importance, created_at, last_reinforced_at, reinforcements, now, half_life_days, pinned)
-    return kept * (0.3 + 0.7 * importance)
-
-
-def salience_array(
-    importance: np.ndarray,
-    anchor_timestamps: np.ndarray,
-    reinforcements: np.ndarray,
-    now_timestamp: float,
-    half_life_days: float,
-    pinned: np.ndarray,
-) -> np.ndarray:
-    """``salience`` for many memories at once (timestamps in seconds; anchor = last reinforced)."""
-    counted = np.clip(reinforcements, 0, MAX_COUNTED_REINFORCEMENTS)
-    stability = half_life_days * (0.25 + 2.75 * importance) * REINFORCEMENT_GAIN**counted
-    days = np.maximum(0.0, (now_timestamp - anchor_timestamps) / SECONDS_PER_DAY)
-    kept = np.where(pinned, 1.0, np.power(2.0, -days / stability))
     return kept * (0.3 + 0.7 * importance)

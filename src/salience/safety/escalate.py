@@ -25,6 +25,7 @@ import httpx
 
 from salience.model import OutboxEvent, SafetyRecord, UserRef, stable_id, utcnow
 from salience.safety.detect import SEVERITY_RANK, Flag, at_least
+from salience.background import Poller
 from salience.settings import TenantSettings, WebhookDeliverySettings
 from salience.store.base import Store
 
@@ -129,8 +130,7 @@ class EscalationSender:
         self.tenants = tenants
         self.settings = settings
         self.batch = batch
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._poller = Poller("salience-escalation-sender", self.run_once, settings.poll_seconds)
         self._client: httpx.AsyncClient | None = None
 
     async def deliver(self, event: OutboxEvent) -> None:
@@ -166,36 +166,16 @@ class EscalationSender:
         return len(events)
 
     def notify(self) -> None:
-        self._wake.set()
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                while await self.run_once():
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the store may be briefly unavailable; keep going
-                log.error("escalation sender loop error: %s", type(exc).__name__)
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_seconds)
-            except asyncio.TimeoutError:
-                pass
+        self._poller.notify()
 
     def start(self) -> None:
-        if self._task is None:
+        if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.settings.timeout_seconds, follow_redirects=False)
-            self._task = asyncio.create_task(self._loop(), name="salience-escalation-sender")
+        self._poller.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._poller.stop()
         if self._client is not None:
             await self._client.aclose()
+            self._client = None
             self._client = None

@@ -8,14 +8,22 @@ Key layout (``docs/scaling.md`` has the measured sizes):
     salience:{t:u}:mems            zset   memory id -> insertion order
     salience:{t:u}:meta            hash   version (bumped on every memory change), seq
     salience:{t:u}:done:<job>      string a committed job (expires): commits apply once
+    salience:{t:u}:safety          hash   record (SafetyRecord JSON), updated_at
     salience:{queue}:stream        stream extraction jobs, consumer group ``workers``
     salience:{queue}:job:<id>      hash   the job: user, messages, status, attempts, entry
     salience:{queue}:delayed       zset   job id -> when a retried job is due again
     salience:{queue}:pending       hash   "tenant:user" -> jobs queued or leased; "*" -> all
+    salience:{outbox}:event:<id>   hash   a webhook event: tenant, kind, payload, status, attempts,
+                                          available_at, leased_until, last_error (expires once
+                                          delivered or given up)
+    salience:{outbox}:due          zset   event id -> when it may be claimed: available_at while
+                                          queued, leased_until while leased
+    salience:{outbox}:pending      hash   "t:<tenant>" -> events queued or leased; "*" -> all
     salience:tenant:<t>:trace:<id> string a debug trace (expires)
 
 Everything of one user shares the hash tag ``{tenant:user}``, so a user's writes are one
-Lua script on one Cluster slot. The queue lives under its own tag ``{queue}``.
+Lua script on one Cluster slot. The queue lives under its own tag ``{queue}``, the webhook
+outbox under ``{outbox}`` (one place for the sender to claim from, whatever the tenant).
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from salience.model import ExtractionJob, MemoryItem, Message, UserRef, new_id
+from salience.model import ExtractionJob, MemoryItem, Message, OutboxEvent, SafetyRecord, UserRef, new_id
 from salience.store import redis_scripts as scripts
 from salience.store.base import StoreUnavailable
 from salience.store.sqlite import _message_from_json, _message_to_json
@@ -49,6 +57,7 @@ DONE_TTL = int(timedelta(days=7).total_seconds())  # how long a job id stays "se
 FAILED_TTL = int(timedelta(days=30).total_seconds())  # a given-up job stays for inspection
 TRACE_TTL = int(timedelta(days=7).total_seconds())
 QUEUE = "salience:{queue}"
+OUTBOX = "salience:{outbox}"
 CONSUMER_IDLE_MS = 3_600_000
 
 
@@ -143,6 +152,12 @@ class RedisStore:
         self._claim = self._redis.register_script(scripts.CLAIM)
         self._finish = self._redis.register_script(scripts.FINISH)
         self._retry = self._redis.register_script(scripts.RETRY)
+        self._delete_memory = self._redis.register_script(scripts.DELETE_MEMORY)
+        self._save_safety = self._redis.register_script(scripts.SAVE_SAFETY)
+        self._outbox_enqueue = self._redis.register_script(scripts.OUTBOX_ENQUEUE)
+        self._outbox_claim = self._redis.register_script(scripts.OUTBOX_CLAIM)
+        self._outbox_ack = self._redis.register_script(scripts.OUTBOX_ACK)
+        self._outbox_retry = self._redis.register_script(scripts.OUTBOX_RETRY)
 
     @_unavailable_on_connection_errors
     async def open(self) -> None:
@@ -217,6 +232,91 @@ class RedisStore:
     async def memory_version(self, user: UserRef) -> int:
         version = await self._redis.hget(f"{user_prefix(user)}:meta", "version")
         return int(version) if version else 0
+
+    @_unavailable_on_connection_errors
+    async def delete_memory(self, user: UserRef, memory_id: str) -> bool:
+        prefix = user_prefix(user)
+        deleted = await self._delete_memory(
+            keys=[f"{prefix}:mem:{memory_id}", f"{prefix}:mems", f"{prefix}:meta"], args=[memory_id]
+        )
+        return deleted == 1
+
+    # -- safety ---------------------------------------------------------------------------------
+    @_unavailable_on_connection_errors
+    async def get_safety_record(self, user: UserRef) -> SafetyRecord | None:
+        raw = await self._redis.hget(f"{user_prefix(user)}:safety", "record")
+        return SafetyRecord.from_json(json.loads(raw)) if raw else None
+
+    @_unavailable_on_connection_errors
+    async def save_safety_update(
+        self, user: UserRef, record: SafetyRecord, pinned: list[MemoryItem], events: list[OutboxEvent], now: datetime
+    ) -> None:
+        # The outbox is on its own slot, so this is two atomic steps, and the order matters.
+        # 1. the events, each a no-op if its id was queued before. Event ids are derived from
+        # the user, the episode and the severity, so a retry after a failure below queues nothing
+        # twice. The other order could lose an escalation: a record saying "escalated" whose
+        # event never reached the outbox would never be sent, nor created again.
+        if events:
+            await self._enqueue_events(events, now)
+        # 2. the user's side, atomically: the record, the pinned memories, the version.
+        prefix = user_prefix(user)
+        args: list[Any] = [json.dumps(record.to_json()), repr(now.timestamp()), len(pinned)]
+        for item in pinned:
+            fields = _memory_fields(item)
+            args += [item.id, len(fields), *fields]
+        await self._save_safety(
+            keys=[f"{prefix}:safety", f"{prefix}:mems", f"{prefix}:meta", *(f"{prefix}:mem:{m.id}" for m in pinned)],
+            args=args,
+        )
+
+    # -- the outbox: webhook deliveries -----------------------------------------------------------
+    async def _enqueue_events(self, events: list[OutboxEvent], now: datetime) -> int:
+        args: list[Any] = [repr(now.timestamp())]
+        for event in events:
+            args += [event.id, event.tenant, event.kind, json.dumps(event.payload), repr(event.created_at.timestamp())]
+        added = await self._outbox_enqueue(
+            keys=[f"{OUTBOX}:due", f"{OUTBOX}:pending", *(f"{OUTBOX}:event:{e.id}" for e in events)], args=args
+        )
+        return int(added)
+
+    @_unavailable_on_connection_errors
+    async def enqueue_outbox(self, event: OutboxEvent, now: datetime) -> bool:
+        return await self._enqueue_events([event], now) == 1
+
+    @_unavailable_on_connection_errors
+    async def claim_outbox(self, limit: int, now: datetime, lease: timedelta) -> list[OutboxEvent]:
+        # Leases are scores in the ``due`` zset on the caller's clock, as in SQLite: no
+        # server-side idle time to reconcile (unlike the queue's XAUTOCLAIM).
+        rows = await self._outbox_claim(
+            keys=[f"{OUTBOX}:due"],
+            args=[repr(now.timestamp()), limit, repr((now + lease).timestamp()), f"{OUTBOX}:event:"],
+        )
+        return [
+            OutboxEvent(
+                id=event_id.decode(), tenant=tenant.decode(), kind=kind.decode(), payload=json.loads(payload),
+                created_at=_dt(created_at), attempts=int(attempts),  # type: ignore[arg-type]
+            )
+            for event_id, tenant, kind, payload, created_at, attempts in rows
+        ]
+
+    @_unavailable_on_connection_errors
+    async def ack_outbox(self, event_id: str, now: datetime) -> None:
+        await self._outbox_ack(
+            keys=[f"{OUTBOX}:event:{event_id}", f"{OUTBOX}:due", f"{OUTBOX}:pending"],
+            args=[event_id, repr(now.timestamp()), DONE_TTL],
+        )
+
+    @_unavailable_on_connection_errors
+    async def retry_outbox(self, event_id: str, error: str, available_at: datetime | None) -> None:
+        await self._outbox_retry(
+            keys=[f"{OUTBOX}:event:{event_id}", f"{OUTBOX}:due", f"{OUTBOX}:pending"],
+            args=[event_id, error[:500], repr(available_at.timestamp()) if available_at else "", FAILED_TTL],
+        )
+
+    @_unavailable_on_connection_errors
+    async def pending_outbox(self, tenant: str | None = None) -> int:
+        count = await self._redis.hget(f"{OUTBOX}:pending", "*" if tenant is None else f"t:{tenant}")
+        return int(count) if count else 0
 
     # -- the extraction queue -----------------------------------------------------------------
     @_unavailable_on_connection_errors

@@ -3,8 +3,9 @@
 A script runs atomically on the Redis server, so a read-check-write (is this job done
 already? is this session still recent?) cannot interleave with another replica's.
 User scripts touch only keys under one ``{tenant:user}`` hash tag; queue scripts only keys
-under ``{queue}``; so each stays on one Cluster slot. Job-record keys that a queue script
-derives from a stream entry are not declared in KEYS, but they share the queue's tag.
+under ``{queue}``; outbox scripts only keys under ``{outbox}``; so each stays on one Cluster
+slot. Record keys that a queue or outbox script derives from a stream entry or a zset member
+are not declared in KEYS, but they share the script's tag.
 """
 
 # KEYS: sessions zset. ARGV: requested ('' for none), now, gap seconds, a fresh session id.
@@ -154,6 +155,121 @@ if ARGV[3] == '' then
 else
   redis.call('HSET', KEYS[1], 'status', 'queued', 'last_error', ARGV[2])
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+end
+return 1
+"""
+
+# -- memories and safety: per-user scripts ---------------------------------------------------
+
+# KEYS: memory hash, memory order zset, meta hash. ARGV: memory id.
+DELETE_MEMORY = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[3], 'version', 1)
+return 1
+"""
+
+# KEYS: safety hash, memory order zset, meta hash, then one key per pinned memory.
+# ARGV: record json, updated at, #pinned, per pinned: id, #field-values, field-values...
+# A pinned memory is replaced whole (a field it no longer has, like ``emb``, goes) and moves to
+# the end of the order, as SQLite's INSERT OR REPLACE gives it a new rowid.
+SAVE_SAFETY = """
+redis.call('HSET', KEYS[1], 'record', ARGV[1], 'updated_at', ARGV[2])
+local p = tonumber(ARGV[3])
+local i = 4
+for k = 1, p do
+  local id = ARGV[i]
+  local n = tonumber(ARGV[i + 1])
+  redis.call('DEL', KEYS[3 + k])
+  redis.call('HSET', KEYS[3 + k], unpack(ARGV, i + 2, i + 1 + n))
+  redis.call('ZADD', KEYS[2], redis.call('HINCRBY', KEYS[3], 'seq', 1), id)
+  i = i + 2 + n
+end
+if p > 0 then redis.call('HINCRBY', KEYS[3], 'version', 1) end
+return 1
+"""
+
+# -- the outbox: scripts on the ``{outbox}`` tag -------------------------------------------------
+# An event record is queued -> leased -> delivered | failed (or back to queued on a retry). The
+# ``due`` zset holds exactly the queued and leased events, scored by when each may be claimed:
+# available_at while queued, leased_until while leased. So an expired lease is simply due again.
+
+# Shared: the pending counts of one tenant ('t:<tenant>') and of everyone ('*').
+_OUTBOX_PENDING = """
+local function pending(counts, tenant, delta)
+  for _, field in ipairs({'t:' .. tenant, '*'}) do
+    if redis.call('HINCRBY', counts, field, delta) <= 0 then redis.call('HDEL', counts, field) end
+  end
+end
+"""
+
+# KEYS: due zset, pending counts, then one record key per event.
+# ARGV: now, per event: id, tenant, kind, payload, created at. Returns how many were new.
+OUTBOX_ENQUEUE = _OUTBOX_PENDING + """
+local added = 0
+for k = 3, #KEYS do
+  local i = 2 + (k - 3) * 5
+  if redis.call('EXISTS', KEYS[k]) == 0 then
+    redis.call('HSET', KEYS[k], 'tenant', ARGV[i + 1], 'kind', ARGV[i + 2], 'payload', ARGV[i + 3],
+      'created_at', ARGV[i + 4], 'status', 'queued', 'attempts', 0, 'available_at', ARGV[1])
+    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
+    pending(KEYS[2], ARGV[i + 1], 1)
+    added = added + 1
+  end
+end
+return added
+"""
+
+# KEYS: due zset. ARGV: now, limit, leased until, record key prefix.
+# Returns one {id, tenant, kind, payload, created_at, attempts} per leased event, oldest due first.
+OUTBOX_CLAIM = """
+local events = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))) do
+  local rec = ARGV[4] .. id
+  local status = redis.call('HGET', rec, 'status')
+  if status == 'queued' or status == 'leased' then
+    local attempts = redis.call('HINCRBY', rec, 'attempts', 1)
+    redis.call('HSET', rec, 'status', 'leased', 'leased_until', ARGV[3])
+    redis.call('ZADD', KEYS[1], ARGV[3], id)
+    local f = redis.call('HMGET', rec, 'tenant', 'kind', 'payload', 'created_at')
+    table.insert(events, {id, f[1], f[2], f[3], f[4], tostring(attempts)})
+  else
+    redis.call('ZREM', KEYS[1], id)  -- finished or expired: nothing left to lease
+  end
+end
+return events
+"""
+
+# KEYS: record, due zset, pending counts. ARGV: event id, delivered at, record ttl.
+OUTBOX_ACK = _OUTBOX_PENDING + """
+local f = redis.call('HMGET', KEYS[1], 'status', 'tenant', 'kind', 'created_at', 'attempts')
+if not f[1] then return 0 end
+if f[1] == 'queued' or f[1] == 'leased' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  pending(KEYS[3], f[2], -1)
+end
+-- keep only what idempotency needs (the payload may quote the user); rewritten rather than
+-- trimmed, so Redis can store the small hash in its compact encoding again
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'status', 'delivered', 'tenant', f[2], 'kind', f[3], 'created_at', f[4],
+  'attempts', f[5], 'delivered_at', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS: record, due zset, pending counts.
+# ARGV: event id, error, available at ('' gives up), record ttl after giving up.
+OUTBOX_RETRY = _OUTBOX_PENDING + """
+if redis.call('HGET', KEYS[1], 'status') ~= 'leased' then return 0 end
+redis.call('HDEL', KEYS[1], 'leased_until')
+if ARGV[3] == '' then
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'last_error', ARGV[2])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  pending(KEYS[3], redis.call('HGET', KEYS[1], 'tenant'), -1)
+else
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'last_error', ARGV[2], 'available_at', ARGV[3])
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 end
 return 1
 """

@@ -17,6 +17,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.servers import ServerThread
+from salience.store.base import open_store
+from tests.conftest import STORE_BACKENDS
+
+pytestmark = pytest.mark.parametrize("store_backend", STORE_BACKENDS, indirect=True)
 
 SECRET = "whsec-test-0123456789abcdef"
 FAST_RETRIES = {"webhooks": {"retry_base_seconds": 0.2, "retry_max_seconds": 0.5, "poll_seconds": 0.1}}
@@ -153,4 +157,10 @@ async def test_below_the_threshold_nothing_is_sent_and_text_only_when_opted_in(m
 async def test_without_a_webhook_nothing_is_queued(make_proxy, upstream):
     proxy = make_proxy(upstream)
     await say(proxy, "I want to kill myself.", user="hal")
-    assert await proxy.services.store.pending_outbox() == 0
+    # through a store of the test's own: the app's belongs to the server thread's event loop
+    store = open_store(proxy.config.server.resolved_store_url)
+    await store.open()
+    try:
+        assert await store.pending_outbox() == 0
+    finally:
+        await store.close()

@@ -7,7 +7,12 @@ locale, until the app deletes that memory.
 
 from __future__ import annotations
 
+import pytest
+
 from tests.helpers import memory_block, wait_for_memories
+from tests.conftest import STORE_BACKENDS
+
+pytestmark = pytest.mark.parametrize("store_backend", STORE_BACKENDS, indirect=True)
 
 DISCLOSURE_SESSION = {
     "id": "s-2026-01-05",

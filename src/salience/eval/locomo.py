@@ -114,6 +114,7 @@ async def run_locomo(
                 response = await http.post(f"/v1/users/{user}/import", json=import_payload(conversation))
                 response.raise_for_status()
                 imported = response.json()
+                import_seconds = time.perf_counter() - started
                 baselines = (
                     LastTokensBaseline(conversation),
                     BM25Baseline(conversation),
@@ -122,7 +123,7 @@ async def run_locomo(
                 at = (conversation.last_session_at + timedelta(days=1)).isoformat()
                 for run in runs:
                     run.conversations += 1
-                    run.import_seconds += time.perf_counter() - started
+                    run.import_seconds += import_seconds
                     run.memories += imported["memories_added"]
                     for question in conversation.questions:
                         run.questions += 1

@@ -47,7 +47,7 @@ from redis.retry import Retry
 from salience.model import ExtractionJob, MemoryItem, Message, OutboxEvent, SafetyRecord, UserRef, new_id
 from salience.store import redis_scripts as scripts
 from salience.store.base import StoreUnavailable
-from salience.store.sqlite import _message_from_json, _message_to_json
+from salience.store.sqlite_schema import _message_from_json, _message_to_json
 
 P = ParamSpec("P")
 T = TypeVar("T")

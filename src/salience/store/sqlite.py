@@ -10,132 +10,25 @@ import asyncio
 import json
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import numpy as np
 
 from salience.model import ExtractionJob, MemoryItem, Message, OutboxEvent, SafetyRecord, UserRef, new_id
-
-T = TypeVar("T")
-
-# Append only: a migration, once released, is never edited. Index = version - 1.
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE sessions (
-        tenant TEXT NOT NULL, user_id TEXT NOT NULL, id TEXT NOT NULL,
-        started_at REAL NOT NULL, last_seen_at REAL NOT NULL,
-        PRIMARY KEY (tenant, user_id, id)
-    );
-    CREATE INDEX sessions_by_recency ON sessions (tenant, user_id, last_seen_at);
-
-    CREATE TABLE messages (
-        tenant TEXT NOT NULL, user_id TEXT NOT NULL, id TEXT NOT NULL,
-        session_id TEXT NOT NULL, role TEXT NOT NULL, name TEXT,
-        content TEXT NOT NULL, created_at REAL NOT NULL,
-        PRIMARY KEY (tenant, user_id, id)
-    );
-
-    CREATE TABLE memories (
-        tenant TEXT NOT NULL, user_id TEXT NOT NULL, id TEXT NOT NULL,
-        text TEXT NOT NULL, kind TEXT NOT NULL, importance REAL NOT NULL,
-        speaker TEXT NOT NULL, created_at REAL NOT NULL, last_reinforced_at REAL,
-        mention_count INTEGER NOT NULL DEFAULT 1, pinned INTEGER NOT NULL DEFAULT 0,
-        sources TEXT NOT NULL, session_id TEXT, embedding BLOB,
-        PRIMARY KEY (tenant, user_id, id)
-    );
-
-    CREATE TABLE user_versions (
-        tenant TEXT NOT NULL, user_id TEXT NOT NULL, version INTEGER NOT NULL,
-        PRIMARY KEY (tenant, user_id)
-    );
-
-    CREATE TABLE extraction_jobs (
-        id TEXT PRIMARY KEY, tenant TEXT NOT NULL, user_id TEXT NOT NULL,
-        session_id TEXT NOT NULL, messages TEXT NOT NULL,
-        status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-        available_at REAL NOT NULL, leased_until REAL, last_error TEXT,
-        created_at REAL NOT NULL
-    );
-    CREATE INDEX extraction_jobs_due ON extraction_jobs (status, available_at);
-
-    CREATE TABLE traces (
-        tenant TEXT NOT NULL, id TEXT NOT NULL, created_at REAL NOT NULL, payload TEXT NOT NULL,
-        PRIMARY KEY (tenant, id)
-    );
-    """,
-    # 2: the safety layer. A user's safety record, and the durable outbox of webhook events.
-    """
-    CREATE TABLE safety_records (
-        tenant TEXT NOT NULL, user_id TEXT NOT NULL, record TEXT NOT NULL, updated_at REAL NOT NULL,
-        PRIMARY KEY (tenant, user_id)
-    );
-
-    CREATE TABLE outbox (
-        id TEXT PRIMARY KEY, tenant TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL,
-        status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-        available_at REAL NOT NULL, leased_until REAL, last_error TEXT,
-        created_at REAL NOT NULL, delivered_at REAL
-    );
-    CREATE INDEX outbox_due ON outbox (status, available_at);
-    """,
-]
-
-
-def _ts(value: datetime | None) -> float | None:
-    return value.timestamp() if value is not None else None
-
-
-def _dt(value: float | None) -> datetime | None:
-    return datetime.fromtimestamp(value, timezone.utc) if value is not None else None
-
-
-def _message_to_json(message: Message) -> dict[str, Any]:
-    return {
-        "id": message.id,
-        "role": message.role,
-        "content": message.content,
-        "name": message.name,
-        "created_at": message.created_at.timestamp(),
-        "session_id": message.session_id,
-    }
-
-
-def _message_from_json(data: dict[str, Any]) -> Message:
-    return Message(
-        id=data["id"],
-        role=data["role"],
-        content=data["content"],
-        name=data.get("name"),
-        created_at=_dt(data["created_at"]),  # type: ignore[arg-type]
-        session_id=data["session_id"],
-    )
-
-
-MEMORY_COLUMNS = (
-    " (tenant, user_id, id, text, kind, importance, speaker, created_at,"
-    " last_reinforced_at, mention_count, pinned, sources, session_id, embedding)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+from salience.store.sqlite_schema import (
+    MEMORY_COLUMNS,
+    MIGRATIONS,
+    _bump_version,
+    _dt,
+    _memory_row,
+    _message_from_json,
+    _message_to_json,
+    _ts,
 )
 
-
-def _memory_row(user: UserRef, item: MemoryItem) -> tuple[Any, ...]:
-    return (
-        user.tenant, user.user, item.id, item.text, item.kind, item.importance, item.speaker,
-        _ts(item.created_at), _ts(item.last_reinforced_at), item.mention_count, int(item.pinned),
-        json.dumps(item.sources), item.session_id,
-        item.embedding.astype(np.float32).tobytes() if item.embedding is not None else None,
-    )
-
-
-def _bump_version(conn: sqlite3.Connection, user: UserRef) -> None:
-    conn.execute(
-        "INSERT INTO user_versions (tenant, user_id, version) VALUES (?,?,1)"
-        " ON CONFLICT (tenant, user_id) DO UPDATE SET version = version + 1",
-        (user.tenant, user.user),
-    )
-
+T = TypeVar("T")
 
 class SQLiteStore:
     def __init__(self, url: str) -> None:

@@ -78,3 +78,14 @@ async def test_a_proxy_started_while_redis_is_down_serves_and_catches_up(make_pr
         assert [m["text"] for m in memories] == [DURING[0]]
     finally:
         server.stop()
+
+
+async def test_safety_screening_still_runs_while_the_store_is_down(make_proxy, upstream, own_redis):
+    proxy = make_proxy(upstream, server={"store_url": own_redis.url})
+    async with proxy.client() as client:
+        own_redis.stop()
+        raw = await say(client, "I want to kill myself tonight.")
+    assert raw.headers["x-salience-memory"] == "degraded"
+    assert raw.headers["x-salience-safety"].startswith("suicidal_ideation:")
+    note = memory_block(upstream.last_messages())
+    assert "988" in note  # the tenant's locale (en-US) crisis line, although no memory could be read

@@ -26,10 +26,15 @@ MAX_COUNTED_REINFORCEMENTS = 12
 SECONDS_PER_DAY = 86_400.0
 
 
-def stability_days(importance: float, reinforcements: int, half_life_days: float) -> float:
-    """Days for the retention of a memory to halve."""
-    counted = min(max(reinforcements, 0), MAX_COUNTED_REINFORCEMENTS)
+def stability_days(importance, reinforcements, half_life_days: float):  # type: ignore[no-untyped-def]
+    """Days for a memory's retention to halve (floats or numpy arrays alike)."""
+    counted = np.clip(reinforcements, 0, MAX_COUNTED_REINFORCEMENTS)
     return half_life_days * (0.25 + 2.75 * importance) * REINFORCEMENT_GAIN**counted
+
+
+def importance_weight(importance):  # type: ignore[no-untyped-def]
+    """How much of its retention a memory's importance lets through."""
+    return 0.3 + 0.7 * importance
 
 
 def retention_array(
@@ -41,9 +46,8 @@ def retention_array(
     pinned: np.ndarray,
 ) -> np.ndarray:
     """Retention of many memories at once (timestamps in seconds; anchor = last reinforced)."""
-    counted = np.clip(reinforcements, 0, MAX_COUNTED_REINFORCEMENTS)
-    stability = half_life_days * (0.25 + 2.75 * importance) * REINFORCEMENT_GAIN**counted
     days = np.maximum(0.0, (now_timestamp - anchor_timestamps) / SECONDS_PER_DAY)
+    stability = stability_days(importance, reinforcements, half_life_days)
     return np.where(pinned, 1.0, np.power(2.0, -days / stability))
 
 
@@ -57,7 +61,7 @@ def salience_array(
 ) -> np.ndarray:
     """``salience`` of many memories at once."""
     kept = retention_array(importance, anchor_timestamps, reinforcements, now_timestamp, half_life_days, pinned)
-    return kept * (0.3 + 0.7 * importance)
+    return kept * importance_weight(importance)
 
 
 def _one(value: float) -> np.ndarray:
@@ -91,4 +95,4 @@ def salience(
 ) -> float:
     """In [0, 1]: how strongly the memory should come to mind now, regardless of the topic."""
     kept = retention(importance, created_at, last_reinforced_at, reinforcements, now, half_life_days, pinned)
-    return kept * (0.3 + 0.7 * importance)
+    return kept * importance_weight(importance)

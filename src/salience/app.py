@@ -10,7 +10,7 @@ from typing import AsyncIterator
 from fastapi import FastAPI
 
 from salience import __version__
-from salience.api import memory, openai, safety, traces
+from salience.api import admin, compliance, memory, openai, safety, traces
 from salience.api.body import BodySizeLimit
 from salience.api.errors import install_error_handlers
 from salience.services import Services
@@ -46,6 +46,8 @@ def create_app(config: Config, services: Services | None = None, run_worker: boo
     app.include_router(memory.router)
     app.include_router(traces.router)
     app.include_router(safety.router)
+    app.include_router(compliance.router)
+    app.include_router(admin.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -7,6 +7,7 @@ naming the tenant it belongs to.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -164,3 +165,78 @@ class OutboxEvent:
     payload: dict[str, Any]
     created_at: datetime
     attempts: int = 0
+
+
+@dataclass
+class ErasureReceipt:
+    """What an erasure removed: counts per kind of record, never the content itself."""
+
+    user: UserRef
+    erased_at: datetime
+    memory_id: str | None = None  # None: the whole user
+    removed: dict[str, int] = field(default_factory=dict)
+
+    def count(self, kind: str, n: int) -> None:
+        self.removed[kind] = self.removed.get(kind, 0) + int(n)
+
+
+@dataclass
+class AuditEntry:
+    """One link of a tenant's audit chain. Ids and actions only, never memory text.
+
+    ``hash`` is sha256 over the canonical JSON of every other field (``prev_hash`` included),
+    so an edited, removed or reordered entry breaks the chain from that point on."""
+
+    seq: int
+    ts: str  # ISO 8601, UTC, microseconds: a string, so it hashes the same after any round trip
+    tenant: str
+    user: str | None
+    action: str
+    ids: list[str]
+    request_id: str | None
+    prev_hash: str
+    hash: str = ""
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq, "ts": self.ts, "tenant": self.tenant, "user": self.user, "action": self.action,
+            "ids": list(self.ids), "request_id": self.request_id, "prev_hash": self.prev_hash,
+        }
+
+    def computed_hash(self) -> str:
+        canonical = json.dumps(self.body(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.body(), "hash": self.hash}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "AuditEntry":
+        return cls(
+            seq=int(data["seq"]), ts=data["ts"], tenant=data["tenant"], user=data.get("user"),
+            action=data["action"], ids=list(data.get("ids") or []), request_id=data.get("request_id"),
+            prev_hash=data["prev_hash"], hash=data.get("hash", ""),
+        )
+
+
+GENESIS_HASH = "0" * 64
+
+
+@dataclass
+class AuditDraft:
+    """An audit entry before the store chains it (seq, prev_hash and hash are the store's)."""
+
+    tenant: str
+    user: str | None
+    action: str
+    ids: list[str] = field(default_factory=list)
+    request_id: str | None = None
+
+
+def chain_entry(draft: AuditDraft, seq: int, prev_hash: str, at: datetime) -> AuditEntry:
+    entry = AuditEntry(
+        seq=seq, ts=at.astimezone(timezone.utc).isoformat(timespec="microseconds"), tenant=draft.tenant,
+        user=draft.user, action=draft.action, ids=list(draft.ids), request_id=draft.request_id, prev_hash=prev_hash,
+    )
+    entry.hash = entry.computed_hash()
+    return entry

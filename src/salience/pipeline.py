@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable
 
@@ -23,7 +23,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from salience.errors import SalienceError
-from salience.exchange import exchange_messages, exchange_turns, extraction_job
+from salience.exchange import Turn, exchange_messages, exchange_turns, extraction_job
 from salience.memory.inject import inject_context, render_context
 from salience.memory.recall import Recall
 from salience.model import UserRef, content_text, new_id, utcnow
@@ -45,6 +45,7 @@ class Identity:
     user: UserRef
     session_id: str | None  # None only when the store was unreachable and no session was asked for
     now: datetime
+    request_id: str = field(default_factory=lambda: new_id("req"))  # names this request in the audit log
 
 
 async def chat_completion(request: Request, tenant: TenantSettings, body: dict[str, Any]) -> Response:
@@ -76,9 +77,12 @@ async def chat_completion(request: Request, tenant: TenantSettings, body: dict[s
         safety_note = services.safety.note(tenant, recall.pinned, screening)
         context = render_context([m.item for m in recall.memories], safety_note) if safety_note else recall.context
         upstream_body = {**body, "messages": inject_context(body["messages"], context)}
-        headers = {"X-Salience-Memory": "on", "X-Salience-Session": identity.session_id}
+        headers = {
+            "X-Salience-Memory": "on", "X-Salience-Session": identity.session_id,
+            "X-Salience-Region": tenant.data_region, "X-Salience-Request-Id": identity.request_id,
+        }
         if tenant.debug_headers:
-            headers.update(await debug_headers(services, tenant, identity, recall, screening, upstream_body))
+            headers.update(await debug_headers(services, tenant, identity, recall, screening, upstream_body, body["messages"]))
     except StoreUnavailable:
         # Memory is out of reach, the companion is not: answer without it (still screened),
         # and keep the exchange on local disk so it is remembered once the store is back.
@@ -92,6 +96,8 @@ async def chat_completion(request: Request, tenant: TenantSettings, body: dict[s
 
     # upstream -> respond -> enqueue extraction and wake the escalation sender (after the last byte)
     async def after_reply(reply_text: str) -> None:
+        if recall.ids:  # the audit log: which memories this request injected (ids only)
+            await services.auditor.record_quietly(tenant.id, user.user, "recall.inject", recall.ids, identity.request_id)
         await enqueue_extraction(services, identity, body["messages"], reply_text)
         services.escalations.notify()
 
@@ -188,9 +194,17 @@ async def debug_headers(
     recall: Recall,
     screening: Screening,
     upstream_body: dict[str, Any],
+    request_messages: list[dict[str, Any]],
 ) -> dict[str, str]:
     """Headers that reveal what memory did, and a stored trace of what went upstream."""
     trace_id = new_id("trace")
+    # What the trace holds, for erasure: the memories injected (pinned ones too) and every user
+    # message of the request, by the ids they are stored under.
+    assert identity.session_id is not None
+    history = [Turn(i, "user", content_text(m.get("content"))) for i, m in enumerate(request_messages)
+               if m.get("role") == "user"]
+    refs = [*recall.ids, *(m.id for m in recall.pinned),
+            *(m.id for m in exchange_messages(identity.user, identity.session_id, identity.now, history))]
     await services.store.save_trace(
         tenant.id,
         trace_id,
@@ -207,6 +221,7 @@ async def debug_headers(
             "messages": upstream_body["messages"],
         },
         identity.now,
+        refs,
     )
     return {
         "X-Salience-Memories": ",".join(recall.ids),

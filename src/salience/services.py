@@ -7,6 +7,10 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+from salience.model import ExtractionJob, MemoryItem, UserRef
+
+from salience.compliance.audit import Auditor
+from salience.compliance.crypto import TenantKeyring
 from salience.memory.embed import Embedder, build_embedder
 from salience.memory.extract import Extractor, SelfDisclosureExtractor
 from salience.memory.recall import Recaller
@@ -52,6 +56,11 @@ class Services:
     replayer: SpoolReplayer
     safety: SafetyService
     escalations: EscalationSender
+    auditor: Auditor
+
+    def store_for(self, tenant: str) -> Store:
+        """The store holding ``tenant``'s data."""
+        return self.store
 
     @classmethod
     def build(
@@ -63,12 +72,12 @@ class Services:
         extractor: Extractor | None = None,
         upstreams: dict[str, Upstream] | None = None,
     ) -> "Services":
-        store = store or open_store(config.server.resolved_store_url)
+        store = store or open_store(config.server.resolved_store_url, TenantKeyring.from_config(config))
         embedder = embedder or build_embedder(config.server.embedder)
         extractor = WithoutDisclosures(extractor or SelfDisclosureExtractor())
         upstreams = upstreams or {tid: build_upstream(t.upstream) for tid, t in config.tenants.items()}
         spool = ExchangeSpool(config.server.data_dir / "spool")
-        return cls(
+        services = cls(
             config=config,
             store=store,
             embedder=embedder,
@@ -83,9 +92,33 @@ class Services:
             replayer=SpoolReplayer(spool, store, config.tenants),
             safety=SafetyService.build(config, store),
             escalations=EscalationSender(store, config.tenants, config.server.webhooks),
+            auditor=Auditor(lambda tenant: store),  # type: ignore[arg-type]
         )
+        services.wire_audit()
+        return services
+
+    def wire_audit(self) -> None:
+        """Writes and escalations are recorded in the tenant's audit chain (ids only)."""
+        auditor = self.auditor
+
+        async def committed(job: ExtractionJob, added: list[MemoryItem], reinforced: list[MemoryItem]) -> None:
+            if added:
+                await auditor.record_quietly(job.user.tenant, job.user.user, "memory.write", [m.id for m in added], job.id)
+            if reinforced:
+                await auditor.record_quietly(
+                    job.user.tenant, job.user.user, "memory.reinforce", [m.id for m in reinforced], job.id
+                )
+
+        async def escalated(user: UserRef, event_ids: list[str]) -> None:
+            await auditor.record_quietly(user.tenant, user.user, "safety.escalation", event_ids)
+
+        self.worker.on_commit = committed
+        self.safety.on_escalation = escalated
 
     async def start(self, run_worker: bool = True) -> None:
+        for tenant in self.config.tenants.values():
+            if not tenant.master_key:
+                log.warning("tenant %s has no master_key: its data is stored unencrypted", tenant.id)
         try:
             await self.store.open()
         except StoreUnavailable:

@@ -77,6 +77,8 @@ class ServerSettings(_Strict):
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     webhooks: WebhookDeliverySettings = WebhookDeliverySettings()
+    # Operator endpoints (/v1/admin/...): off while unset. ``os.environ/SALIENCE_ADMIN_KEY``.
+    admin_key: str | None = Field(None, min_length=16)
 
     @field_validator("store_url")
     @classmethod
@@ -209,7 +211,11 @@ class TenantSettings(_Strict):
     upstream: UpstreamSettings = UpstreamSettings()
     memory: MemorySettings = MemorySettings()
     safety: SafetySettings = SafetySettings()
-    data_region: str = "local"
+    data_region: str = "local"  # the region named in headers and exports (docs/compliance.md)
+    # Encryption at rest: the key that wraps this tenant's per-user data keys, from the
+    # environment (e.g. os.environ/SALIENCE_DEMO_MASTER_KEY). Unset: stored unencrypted, with a
+    # warning at start-up (a development setup; see docs/compliance.md).
+    master_key: str | None = Field(None, min_length=32)
     debug_headers: bool = False
     retention_days: float | None = Field(None, gt=0)
 

@@ -8,13 +8,14 @@ leaves a lease that runs out, and the job is claimed again; committing twice is 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from salience.background import Poller
 from salience.memory.consolidate import consolidate
 from salience.memory.embed import Embedder
 from salience.memory.extract import Extractor
-from salience.model import ExtractionJob, utcnow
+from salience.model import ExtractionJob, MemoryItem, utcnow
 from salience.store.base import Store
 
 log = logging.getLogger("salience.worker")
@@ -39,6 +40,8 @@ class ExtractionWorker:
         self.embedder = embedder
         self.poll_seconds = poll_seconds
         self.batch = batch
+        # Told of every commit (the audit log); set by ``Services``.
+        self.on_commit: Callable[[ExtractionJob, list[MemoryItem], list[MemoryItem]], Awaitable[None]] | None = None
         self._poller = Poller("salience-extraction-worker", self.run_once, poll_seconds)
 
     async def process(self, job: ExtractionJob) -> tuple[int, int]:
@@ -51,6 +54,8 @@ class ExtractionWorker:
         else:
             added, reinforced = [], []
         await self.store.commit_extraction(job, added, reinforced)
+        if self.on_commit is not None and (added or reinforced):
+            await self.on_commit(job, added, reinforced)
         return len(added), len(reinforced)
 
     async def run_once(self) -> int:

@@ -64,10 +64,12 @@ async def test_commit_is_applied_once_and_bumps_the_version(store):
     await store.enqueue_extraction(queued, utcnow())
     [claimed] = await store.claim_extraction_jobs(10, utcnow(), timedelta(seconds=60))
     await store.commit_extraction(claimed, [memory("m1", "x")], [])
+    after_first = await store.memory_version(ALICE)
     reinforced = memory("m1", "x", mention_count=2)
     await store.commit_extraction(claimed, [], [reinforced])  # a second delivery of the same job
     assert (await store.get_memory(ALICE, "m1")).mention_count == 1
-    assert await store.memory_version(ALICE) == before + 1
+    assert after_first > before
+    assert await store.memory_version(ALICE) == after_first
     assert await store.pending_extractions() == 0
 
 
@@ -149,7 +151,7 @@ async def test_two_replicas_share_memories_versions_and_the_queue(store_url):
     try:
         version = await replica_b.memory_version(ALICE)
         await replica_a.commit_extraction(job("j0"), [memory("m1", "written through A")], [])
-        assert await replica_b.memory_version(ALICE) == version + 1  # B's cache sees the change
+        assert await replica_b.memory_version(ALICE) > version  # B's cache sees the change
         assert [m.text for m in await replica_b.load_memories(ALICE)] == ["written through A"]
         now = utcnow()
         for index in range(6):

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+import hmac
+
+from fastapi import Request, Response
 
 from salience.errors import SalienceError
 from salience.services import Services
-from salience.settings import TenantSettings
+from salience.settings import TenantSettings, hash_api_key
 
 
-def tenant_of(request: Request) -> TenantSettings:
+REGION_HEADER = "X-Salience-Region"
+
+
+def tenant_of(request: Request, response: Response) -> TenantSettings:
     services: Services = request.app.state.services
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
@@ -23,4 +28,17 @@ def tenant_of(request: Request) -> TenantSettings:
     tenant = services.tenants.by_api_key(key.strip())
     if tenant is None:
         raise SalienceError(401, "incorrect API key provided", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+    response.headers[REGION_HEADER] = tenant.data_region  # where this tenant's data lives
     return tenant
+
+
+def admin_of(request: Request) -> None:
+    """Operator endpoints: the admin key from salience.yaml, compared in constant time.
+    Without one configured they do not exist (404)."""
+    services: Services = request.app.state.services
+    configured = services.config.server.admin_key
+    if not configured:
+        raise SalienceError(404, f"unknown path {request.url.path}")
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(hash_api_key(key.strip()), hash_api_key(configured)):
+        raise SalienceError(401, "incorrect admin key provided", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from salience.api.auth import tenant_of
+from salience.compliance.erasure import erase_memory, receipt_json
 from salience.errors import SalienceError
 from salience.memory.importer import ImportRequest, import_sessions
 from salience.memory.recall import RecalledMemory
@@ -51,6 +52,15 @@ def user_ref(tenant: TenantSettings, user_id: str) -> UserRef:
     return UserRef(tenant.id, user_id)
 
 
+async def known_user(services: Services, tenant: TenantSettings, user_id: str) -> UserRef:
+    """The user, if the caller's tenant holds anything of theirs; else 404. A user of another
+    tenant is indistinguishable from one that never existed: existence does not leak."""
+    user = user_ref(tenant, user_id)
+    if not await services.store_for(tenant.id).user_exists(user):
+        raise SalienceError(404, f"no user {user_id!r}", param="user_id", code="user_not_found")
+    return user
+
+
 @router.post("/import")
 async def import_transcripts(
     user_id: str, payload: ImportRequest, request: Request, tenant: TenantSettings = Depends(tenant_of)
@@ -58,7 +68,7 @@ async def import_transcripts(
     services: Services = request.app.state.services
     user = user_ref(tenant, user_id)
     result = await import_sessions(
-        services.store,
+        services.store_for(tenant.id),
         services.worker,
         user,
         payload.sessions,
@@ -90,7 +100,7 @@ async def recall(
     if at is not None and at.tzinfo is None:
         at = at.replace(tzinfo=timezone.utc)
     result = await services.recaller.recall(
-        user_ref(tenant, user_id),
+        await known_user(services, tenant, user_id),
         payload.query,
         tenant.memory,
         budget_tokens=payload.budget_tokens,
@@ -116,7 +126,7 @@ async def list_memories(
     tenant: TenantSettings = Depends(tenant_of),
 ) -> dict[str, Any]:
     services: Services = request.app.state.services
-    items, has_more = await services.store.list_memories(user_ref(tenant, user_id), limit, after)
+    items, has_more = await services.store_for(tenant.id).list_memories(await known_user(services, tenant, user_id), limit, after)
     data = [memory_json(item) for item in items]
     return {
         "object": "list",
@@ -132,7 +142,7 @@ async def get_memory(
     user_id: str, memory_id: str, request: Request, tenant: TenantSettings = Depends(tenant_of)
 ) -> dict[str, Any]:
     services: Services = request.app.state.services
-    item = await services.store.get_memory(user_ref(tenant, user_id), memory_id)
+    item = await services.store_for(tenant.id).get_memory(await known_user(services, tenant, user_id), memory_id)
     if item is None:
         raise SalienceError(404, f"no memory {memory_id!r} for this user", param="memory_id", code="memory_not_found")
     return memory_json(item)
@@ -142,8 +152,13 @@ async def get_memory(
 async def delete_memory(
     user_id: str, memory_id: str, request: Request, tenant: TenantSettings = Depends(tenant_of)
 ) -> dict[str, Any]:
-    """Forget one memory, a pinned safety memory included: it is never injected again."""
+    """Erase one memory, a pinned safety memory included, and everything derived from it: it is
+    never injected, exported or traced again. The body carries the erasure receipt."""
     services: Services = request.app.state.services
-    if not await services.store.delete_memory(user_ref(tenant, user_id), memory_id):
+    receipt = await erase_memory(services, await known_user(services, tenant, user_id), memory_id)
+    if receipt is None:
         raise SalienceError(404, f"no memory {memory_id!r} for this user", param="memory_id", code="memory_not_found")
-    return {"id": memory_id, "object": "salience.memory.deleted", "deleted": True}
+    return {
+        "id": memory_id, "object": "salience.memory.deleted", "deleted": True,
+        "receipt": receipt_json(receipt, tenant.data_region),
+    }

@@ -17,7 +17,7 @@ router = APIRouter()
 @router.get("/v1/traces/{trace_id}")
 async def get_trace(trace_id: str, request: Request, tenant: TenantSettings = Depends(tenant_of)) -> dict[str, Any]:
     services: Services = request.app.state.services
-    trace = await services.store.get_trace(tenant.id, trace_id) if tenant.debug_headers else None
+    trace = await services.store_for(tenant.id).get_trace(tenant.id, trace_id) if tenant.debug_headers else None
     if trace is None:
         raise SalienceError(404, f"no trace {trace_id!r}", param="trace_id", code="trace_not_found")
     return trace

@@ -133,6 +133,10 @@ class MemoryCache:
         self._sets[user] = memory_set
         return memory_set
 
+    def forget(self, user: UserRef) -> None:
+        """Drop the user's arrays now (erasure), not at the next version check."""
+        self._sets.pop(user, None)
+
 
 class Recaller:
     def __init__(self, store: Store, embedder: Embedder) -> None:

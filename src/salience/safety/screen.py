@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -50,6 +51,8 @@ class SafetyService:
         self.policies = policies
         self.detector = detector or RuleBasedDetector()
         self.second_opinions = second_opinions or {}
+        # Told of every escalation event saved (the audit log); set by ``Services``.
+        self.on_escalation: Callable[[UserRef, list[str]], Awaitable[None]] | None = None
 
     @classmethod
     def build(cls, config: Config, store: Store, detector: SafetyDetector | None = None) -> "SafetyService":
@@ -131,6 +134,8 @@ class SafetyService:
             return
         changed = [m for m in pinned.values() if message_sources_changed(m, flagged)]
         await self.store.save_safety_update(user, record, changed, events, now)
+        if events and self.on_escalation is not None:
+            await self.on_escalation(user, [event.id for event in events])
 
     async def pinned_memories(self, user: UserRef) -> list[MemoryItem]:
         return [m for m in await self.store.load_memories(user) if m.pinned and m.kind == "safety"]

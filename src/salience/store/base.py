@@ -12,13 +12,40 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from salience.model import ExtractionJob, MemoryItem, Message, OutboxEvent, SafetyRecord, UserRef
+from salience.model import (
+    AuditDraft,
+    AuditEntry,
+    ErasureReceipt,
+    ExtractionJob,
+    MemoryItem,
+    Message,
+    OutboxEvent,
+    SafetyRecord,
+    UserRef,
+)
 
 
 class StoreUnavailable(Exception):
     """The store cannot be reached right now (a network store that is down or timing out).
 
     The request path answers in pass-through instead of failing; see ``pipeline``."""
+
+
+class FieldCipher(Protocol):
+    """Encryption at rest, shared by every backend (``compliance/crypto.py`` implements it).
+
+    The store keeps one wrapped data key per user and asks the cipher to make, unwrap and use
+    it; the cipher holds the tenants' master keys. Erasing a user deletes their wrapped key."""
+
+    def encrypts(self, tenant: str) -> bool: ...
+
+    def new_wrapped_key(self, tenant: str) -> bytes: ...
+
+    def unwrap(self, tenant: str, wrapped: bytes) -> bytes: ...
+
+    def seal(self, key: bytes, plaintext: str, context: str) -> str: ...
+
+    def open(self, key: bytes, token: str, context: str) -> str: ...
 
 
 @runtime_checkable
@@ -114,21 +141,53 @@ class Store(Protocol):
         """Jobs queued or leased, not yet done or given up (for one user, or all)."""
 
     # -- traces ------------------------------------------------------------------------
-    async def save_trace(self, tenant: str, trace_id: str, payload: dict[str, Any], now: datetime) -> None: ...
+    async def save_trace(
+        self, tenant: str, trace_id: str, payload: dict[str, Any], now: datetime, refs: list[str] | None = None
+    ) -> None:
+        """Keep a trace; ``payload["user"]`` names its user and ``refs`` the memory and message
+        ids it contains, so erasing any of them removes it."""
 
     async def get_trace(self, tenant: str, trace_id: str) -> dict[str, Any] | None: ...
 
+    # -- compliance: erasure, export, audit (see docs/compliance.md) --------------------------
+    async def user_exists(self, user: UserRef) -> bool:
+        """Whether the store holds anything of this user (sessions, messages, memories, safety)."""
 
-def open_store(url: str) -> Store:
+    async def load_messages(self, user: UserRef, message_ids: list[str]) -> list[Message]:
+        """The stored messages among ``message_ids`` (missing ones are left out)."""
+
+    async def erase_memory(self, user: UserRef, memory_id: str, now: datetime) -> ErasureReceipt | None:
+        """Remove one memory and everything derived from it, at once: its row and embedding, the
+        messages it came from, pending extraction jobs holding those messages, traces holding
+        it, the safety record's references to them; bump the version. None: no such memory."""
+
+    async def erase_user(self, user: UserRef, now: datetime) -> ErasureReceipt:
+        """Remove everything of the user except audit entries (which hold no content), their
+        data key included (crypto-shredding), and reclaim the space."""
+
+    async def append_audit(self, tenant: str, drafts: list[AuditDraft], now: datetime) -> list[AuditEntry]:
+        """Chain the drafts onto the tenant's audit log, atomically, in order."""
+
+    async def list_audit(self, tenant: str, user: str | None = None) -> list[AuditEntry]:
+        """The tenant's audit entries in chain order (only those about ``user`` if given), as stored."""
+
+    async def audit_head(self, tenant: str) -> tuple[int, str] | None:
+        """The last seq and hash the tenant's chain was extended with (None: no entries)."""
+
+    async def expired_memories(self, tenant: str, before: datetime, limit: int) -> list[tuple[UserRef, str]]:
+        """Up to ``limit`` non-pinned memories of the tenant created before ``before`` (retention)."""
+
+
+def open_store(url: str, cipher: FieldCipher | None = None) -> Store:
     """A store for ``url``: ``sqlite:///path/to/file.db`` or ``redis://[:password@]host:port/db``
     (``rediss://`` for TLS)."""
     if url.startswith("sqlite:///"):
         from salience.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url)
+        return SQLiteStore(url, cipher)
     if url.startswith(("redis://", "rediss://")):
         from salience.store.redis import RedisStore
 
-        return RedisStore(url)
+        return RedisStore(url, cipher)
     scheme = url.split(":", 1)[0]
     raise ValueError(f"unsupported store URL scheme {scheme!r}: use sqlite:///path or redis://host:port/db")

@@ -19,7 +19,11 @@ Key layout (``docs/scaling.md`` has the measured sizes):
     salience:{outbox}:due          zset   event id -> when it may be claimed: available_at while
                                           queued, leased_until while leased
     salience:{outbox}:pending      hash   "t:<tenant>" -> events queued or leased; "*" -> all
-    salience:tenant:<t>:trace:<id> string a debug trace (expires)
+    salience:tenant:<t>:trace:<id> string a debug trace (expires); sealed with the user's key
+    salience:{t:u}:traces          hash   trace id -> the memory and message ids it holds (erasure)
+    salience:{t:u}:dek             hash   k: the user's data key, wrapped by the tenant master key
+    salience:{audit:<t>}:log       list   the tenant's audit entries, JSON, in chain order
+    salience:{audit:<t>}:head      hash   seq, hash of the last entry
 
 Everything of one user shares the hash tag ``{tenant:user}``, so a user's writes are one
 Lua script on one Cluster slot. The queue lives under its own tag ``{queue}``, the webhook
@@ -33,6 +37,7 @@ import json
 import os
 import socket
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, ParamSpec, TypeVar
 
@@ -42,11 +47,25 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 from redis.retry import Retry
 
-from salience.model import ExtractionJob, MemoryItem, Message, OutboxEvent, SafetyRecord, UserRef, new_id
+from salience.model import (
+    GENESIS_HASH,
+    AuditDraft,
+    AuditEntry,
+    ErasureReceipt,
+    ExtractionJob,
+    MemoryItem,
+    Message,
+    OutboxEvent,
+    SafetyRecord,
+    UserRef,
+    chain_entry,
+    new_id,
+)
 from salience.store import redis_scripts as scripts
-from salience.store.base import StoreUnavailable
+from salience.store.base import FieldCipher, StoreUnavailable
 from salience.store.sqlite_schema import _message_from_json, _message_to_json
 
 P = ParamSpec("P")
@@ -133,8 +152,9 @@ def _memory_from_hash(memory_id: str, data: dict[bytes, bytes], with_embedding: 
 
 
 class RedisStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, cipher: FieldCipher | None = None) -> None:
         self.url = url
+        self.cipher = cipher
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._redis = aioredis.Redis.from_url(
             url,
@@ -158,6 +178,45 @@ class RedisStore:
         self._outbox_claim = self._redis.register_script(scripts.OUTBOX_CLAIM)
         self._outbox_ack = self._redis.register_script(scripts.OUTBOX_ACK)
         self._outbox_retry = self._redis.register_script(scripts.OUTBOX_RETRY)
+        self._erase_memory = self._redis.register_script(scripts.ERASE_MEMORY)
+        self._queue_drop = self._redis.register_script(scripts.QUEUE_DROP)
+        self._outbox_drop = self._redis.register_script(scripts.OUTBOX_DROP)
+
+    # -- encryption at rest: every text field through the user's data key ----------------------
+    async def _key(self, user: UserRef, create: bool) -> bytes | None:
+        """The user's data key. Not cached: another replica may erase the user at any time."""
+        if self.cipher is None or not self.cipher.encrypts(user.tenant):
+            return None
+        key = f"{user_prefix(user)}:dek"
+        wrapped = await self._redis.hget(key, "k")
+        if wrapped is None:
+            if not create:
+                return None
+            await self._redis.hsetnx(key, "k", self.cipher.new_wrapped_key(user.tenant))
+            wrapped = await self._redis.hget(key, "k")  # another replica may have won the race
+        return self.cipher.unwrap(user.tenant, wrapped)
+
+    def _seal(self, key: bytes | None, user: UserRef, text: str | None, field: str) -> str | None:
+        if key is None or text is None or self.cipher is None:
+            return text
+        return self.cipher.seal(key, text, f"{user.tenant}\x1f{user.user}\x1f{field}")
+
+    def _unseal(self, key: bytes | None, user: UserRef, text: str | None, field: str) -> str | None:
+        if key is None or text is None or self.cipher is None:
+            return text
+        return self.cipher.open(key, text, f"{user.tenant}\x1f{user.user}\x1f{field}")
+
+    def _seal_memory(self, key: bytes | None, user: UserRef, item: MemoryItem) -> MemoryItem:
+        return replace(item, text=self._seal(key, user, item.text, "memory"), speaker=self._seal(key, user, item.speaker, "speaker"))
+
+    def _unseal_memory(self, key: bytes | None, user: UserRef, item: MemoryItem) -> MemoryItem:
+        return replace(item, text=self._unseal(key, user, item.text, "memory"), speaker=self._unseal(key, user, item.speaker, "speaker"))
+
+    def _seal_message(self, key: bytes | None, user: UserRef, message: Message) -> Message:
+        return replace(message, content=self._seal(key, user, message.content, "message"), name=self._seal(key, user, message.name, "name"))
+
+    def _unseal_message(self, key: bytes | None, user: UserRef, message: Message) -> Message:
+        return replace(message, content=self._unseal(key, user, message.content, "message"), name=self._unseal(key, user, message.name, "name"))
 
     @_unavailable_on_connection_errors
     async def open(self) -> None:
@@ -189,9 +248,10 @@ class RedisStore:
     @_unavailable_on_connection_errors
     async def add_messages(self, user: UserRef, messages: list[Message]) -> None:
         key = f"{user_prefix(user)}:msgs"
+        data_key = await self._key(user, create=True)
         async with self._redis.pipeline(transaction=True) as tx:
             for message in messages:
-                tx.hsetnx(key, message.id, json.dumps(_message_to_json(message)))
+                tx.hsetnx(key, message.id, json.dumps(_message_to_json(self._seal_message(data_key, user, message))))
             await tx.execute()
 
     # -- memories ---------------------------------------------------------------------------
@@ -201,8 +261,11 @@ class RedisStore:
             for memory_id in ids:
                 pipe.hgetall(f"{prefix}:mem:{memory_id.decode()}")
             rows = await pipe.execute()
+        data_key = await self._key(user, create=False)
         return [
-            _memory_from_hash(memory_id.decode(), row, with_embedding) for memory_id, row in zip(ids, rows) if row
+            self._unseal_memory(data_key, user, _memory_from_hash(memory_id.decode(), row, with_embedding))
+            for memory_id, row in zip(ids, rows)
+            if row
         ]
 
     @_unavailable_on_connection_errors
@@ -213,7 +276,9 @@ class RedisStore:
     @_unavailable_on_connection_errors
     async def get_memory(self, user: UserRef, memory_id: str) -> MemoryItem | None:
         row = await self._redis.hgetall(f"{user_prefix(user)}:mem:{memory_id}")
-        return _memory_from_hash(memory_id, row, with_embedding=False) if row else None
+        if not row:
+            return None
+        return self._unseal_memory(await self._key(user, create=False), user, _memory_from_hash(memory_id, row, with_embedding=False))
 
     @_unavailable_on_connection_errors
     async def list_memories(
@@ -260,9 +325,10 @@ class RedisStore:
             await self._enqueue_events(events, now)
         # 2. the user's side, atomically: the record, the pinned memories, the version.
         prefix = user_prefix(user)
+        data_key = await self._key(user, create=True) if pinned else None
         args: list[Any] = [json.dumps(record.to_json()), repr(now.timestamp()), len(pinned)]
         for item in pinned:
-            fields = _memory_fields(item)
+            fields = _memory_fields(self._seal_memory(data_key, user, item))
             args += [item.id, len(fields), *fields]
         await self._save_safety(
             keys=[f"{prefix}:safety", f"{prefix}:mems", f"{prefix}:meta", *(f"{prefix}:mem:{m.id}" for m in pinned)],
@@ -321,11 +387,13 @@ class RedisStore:
     # -- the extraction queue -----------------------------------------------------------------
     @_unavailable_on_connection_errors
     async def enqueue_extraction(self, job: ExtractionJob, now: datetime) -> bool:
+        data_key = await self._key(job.user, create=True)
         added = await self._enqueue(
             keys=[f"{QUEUE}:job:{job.id}", f"{QUEUE}:stream", f"{QUEUE}:pending"],
             args=[
                 job.id, job.user.tenant, job.user.user, job.session_id,
-                json.dumps([_message_to_json(m) for m in job.messages]), repr(now.timestamp()),
+                json.dumps([_message_to_json(self._seal_message(data_key, job.user, m)) for m in job.messages]),
+                repr(now.timestamp()),
             ],
         )
         return added == 1
@@ -346,28 +414,33 @@ class RedisStore:
                 raise
             await self.open()  # Redis was down at start-up, or its data was wiped: set the queue up
             rows = await self._claim(keys=keys, args=args)
-        return [
-            ExtractionJob(
-                id=job_id.decode(),
-                user=UserRef(tenant.decode(), user.decode()),
-                session_id=session.decode(),
-                messages=[_message_from_json(m) for m in json.loads(messages)],
-                attempts=int(attempts),
+        jobs = []
+        for job_id, attempts, tenant, user, session, messages in rows:
+            owner = UserRef(tenant.decode(), user.decode())
+            data_key = await self._key(owner, create=False)
+            jobs.append(
+                ExtractionJob(
+                    id=job_id.decode(),
+                    user=owner,
+                    session_id=session.decode(),
+                    messages=[self._unseal_message(data_key, owner, _message_from_json(m)) for m in json.loads(messages)],
+                    attempts=int(attempts),
+                )
             )
-            for job_id, attempts, tenant, user, session, messages in rows
-        ]
+        return jobs
 
     @_unavailable_on_connection_errors
     async def commit_extraction(
         self, job: ExtractionJob, added: list[MemoryItem], reinforced: list[MemoryItem]
     ) -> None:
         prefix = user_prefix(job.user)
+        data_key = await self._key(job.user, create=True)
         args: list[Any] = [DONE_TTL, "", len(job.messages)]
         for message in job.messages:
-            args += [message.id, json.dumps(_message_to_json(message))]
+            args += [message.id, json.dumps(_message_to_json(self._seal_message(data_key, job.user, message)))]
         args.append(len(added))
         for item in added:
-            fields = _memory_fields(item)
+            fields = _memory_fields(self._seal_memory(data_key, job.user, item))
             args += [item.id, len(fields), *fields]
         args.append(len(reinforced))
         for item in reinforced:
@@ -407,10 +480,223 @@ class RedisStore:
         return f"salience:tenant:{_escape(tenant)}:trace:{trace_id}"
 
     @_unavailable_on_connection_errors
-    async def save_trace(self, tenant: str, trace_id: str, payload: dict[str, Any], now: datetime) -> None:
-        await self._redis.set(self._trace_key(tenant, trace_id), json.dumps(payload), ex=TRACE_TTL)
+    async def save_trace(
+        self, tenant: str, trace_id: str, payload: dict[str, Any], now: datetime, refs: list[str] | None = None
+    ) -> None:
+        user_id = payload.get("user")
+        if user_id is None:
+            await self._redis.set(self._trace_key(tenant, trace_id), json.dumps(payload), ex=TRACE_TTL)
+            return
+        user = UserRef(tenant, user_id)
+        sealed = self._seal(await self._key(user, create=True), user, json.dumps(payload), "trace")
+        # The owner is stored beside the trace so it can be opened with the right key; the
+        # user's index says which traces hold which ids, for erasure.
+        await self._redis.set(self._trace_key(tenant, trace_id), json.dumps({"u": user_id, "p": sealed}), ex=TRACE_TTL)
+        await self._redis.hset(f"{user_prefix(user)}:traces", trace_id, " ".join(refs or []))
 
     @_unavailable_on_connection_errors
     async def get_trace(self, tenant: str, trace_id: str) -> dict[str, Any] | None:
         raw = await self._redis.get(self._trace_key(tenant, trace_id))
-        return json.loads(raw) if raw else None
+        if not raw:
+            return None
+        data = json.loads(raw)
+        if set(data) != {"u", "p"}:
+            return data
+        user = UserRef(tenant, data["u"])
+        return json.loads(self._unseal(await self._key(user, create=False), user, data["p"], "trace"))  # type: ignore[arg-type]
+
+    # -- compliance: erasure, export, audit -------------------------------------------------------
+    @_unavailable_on_connection_errors
+    async def user_exists(self, user: UserRef) -> bool:
+        prefix = user_prefix(user)
+        found = await self._redis.exists(f"{prefix}:sessions", f"{prefix}:mems", f"{prefix}:msgs", f"{prefix}:safety")
+        return found > 0
+
+    @_unavailable_on_connection_errors
+    async def load_messages(self, user: UserRef, message_ids: list[str]) -> list[Message]:
+        ids = list(dict.fromkeys(message_ids))
+        if not ids:
+            return []
+        rows = await self._redis.hmget(f"{user_prefix(user)}:msgs", ids)
+        data_key = await self._key(user, create=False)
+        return [self._unseal_message(data_key, user, _message_from_json(json.loads(row))) for row in rows if row]
+
+    async def _scan(self, pattern: str) -> list[bytes]:
+        return [key async for key in self._redis.scan_iter(match=pattern, count=1000)]
+
+    async def _user_jobs(self, user: UserRef) -> list[tuple[str, dict[bytes, bytes]]]:
+        """The user's job records on the queue. A scan: erasure is rare, and an index per user
+        would be one more key to keep right on every enqueue."""
+        found = []
+        prefix = f"{QUEUE}:job:"
+        for key in await self._scan(_glob(prefix) + "*"):
+            record = await self._redis.hgetall(key)
+            if record.get(b"tenant", b"").decode() == user.tenant and record.get(b"user", b"").decode() == user.user:
+                found.append((key.decode().removeprefix(prefix), record))
+        return found
+
+    async def _drop_jobs(self, job_ids: list[str]) -> int:
+        if not job_ids:
+            return 0
+        return int(await self._queue_drop(
+            keys=[f"{QUEUE}:stream", f"{QUEUE}:delayed", f"{QUEUE}:pending"], args=[GROUP, f"{QUEUE}:job:", *job_ids]
+        ))
+
+    async def _erase_traces(self, user: UserRef, refs: set[str] | None) -> int:
+        """Traces of the user holding any of ``refs`` (None: all of them)."""
+        index = f"{user_prefix(user)}:traces"
+        held = await self._redis.hgetall(index)
+        doomed = [t.decode() for t, ids in held.items() if refs is None or refs & set(ids.decode().split())]
+        for trace_id in doomed:
+            await self._redis.delete(self._trace_key(user.tenant, trace_id))
+            await self._redis.hdel(index, trace_id)
+        return len(doomed)
+
+    async def _forget_in_safety_record(self, user: UserRef, message_ids: set[str]) -> int:
+        key = f"{user_prefix(user)}:safety"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.hget(key, "record")
+                    if not raw:
+                        return 0
+                    record = json.loads(raw)
+                    kept = [m for m in record.get("seen_message_ids", []) if m not in message_ids]
+                    removed = len(record.get("seen_message_ids", [])) - len(kept)
+                    if not removed:
+                        return 0
+                    record["seen_message_ids"] = kept
+                    pipe.multi()
+                    pipe.hset(key, "record", json.dumps(record))
+                    await pipe.execute()
+                    return removed
+                except WatchError:
+                    continue
+
+    @_unavailable_on_connection_errors
+    async def erase_memory(self, user: UserRef, memory_id: str, now: datetime) -> ErasureReceipt | None:
+        prefix = user_prefix(user)
+        raw_sources = await self._redis.hget(f"{prefix}:mem:{memory_id}", "src")
+        if raw_sources is None:
+            return None
+        sources: list[str] = json.loads(raw_sources)
+        # Jobs first: a queued job holding the source messages would extract the memory again.
+        holding = []
+        for job_id, record in await self._user_jobs(user):
+            messages = json.loads(record.get(b"messages", b"[]"))
+            if {m["id"] for m in messages} & set(sources):
+                holding.append(job_id)
+        deleted, had_embedding, messages_removed = await self._erase_memory(
+            keys=[f"{prefix}:mem:{memory_id}", f"{prefix}:mems", f"{prefix}:meta", f"{prefix}:msgs"],
+            args=[memory_id, *sources],
+        )
+        if not deleted:
+            return None  # erased by someone else in between
+        receipt = ErasureReceipt(user, now, memory_id)
+        receipt.count("memories", 1)
+        receipt.count("embeddings", had_embedding)
+        receipt.count("messages", messages_removed)
+        receipt.count("extraction_jobs", await self._drop_jobs(holding))
+        receipt.count("traces", await self._erase_traces(user, {memory_id, *sources}))
+        receipt.count("safety_references", await self._forget_in_safety_record(user, set(sources)))
+        # (entities and arc: their links to this memory go here)
+        return receipt
+
+    @_unavailable_on_connection_errors
+    async def erase_user(self, user: UserRef, now: datetime) -> ErasureReceipt:
+        receipt = ErasureReceipt(user, now)
+        prefix = user_prefix(user)
+        receipt.count("memories", await self._redis.zcard(f"{prefix}:mems"))
+        receipt.count("messages", await self._redis.hlen(f"{prefix}:msgs"))
+        receipt.count("sessions", await self._redis.zcard(f"{prefix}:sessions"))
+        receipt.count("safety_records", await self._redis.exists(f"{prefix}:safety"))
+        receipt.count("data_keys", await self._redis.exists(f"{prefix}:dek"))
+        receipt.count("extraction_jobs", await self._drop_jobs([job_id for job_id, _ in await self._user_jobs(user)]))
+        receipt.count("traces", await self._erase_traces(user, None))
+        events = []
+        for key in await self._scan(_glob(f"{OUTBOX}:event:") + "*"):
+            record = await self._redis.hgetall(key)
+            payload = json.loads(record.get(b"payload", b"{}"))
+            if record.get(b"tenant", b"").decode() == user.tenant and payload.get("user") == user.user:
+                events.append(key.decode().removeprefix(f"{OUTBOX}:event:"))
+        if events:
+            dropped = await self._outbox_drop(keys=[f"{OUTBOX}:due", f"{OUTBOX}:pending"], args=[f"{OUTBOX}:event:", *events])
+            receipt.count("outbox_events", int(dropped))
+        # Everything under the user's hash tag: memories, messages, sessions, safety, the data
+        # key (crypto-shredding), done markers, the version.
+        keys = await self._scan(_glob(prefix) + ":*")
+        receipt.count("embeddings", sum([
+            await self._redis.hexists(k, "emb") for k in keys if k.decode().startswith(f"{prefix}:mem:")
+        ]))
+        for start in range(0, len(keys), 500):
+            await self._redis.delete(*keys[start:start + 500])
+        # (entities and arc of the user go here)
+        return receipt
+
+    # -- the audit chain ---------------------------------------------------------------------------
+    @staticmethod
+    def _audit_keys(tenant: str) -> tuple[str, str]:
+        tag = f"salience:{{audit:{_escape(tenant)}}}"
+        return f"{tag}:log", f"{tag}:head"
+
+    @_unavailable_on_connection_errors
+    async def append_audit(self, tenant: str, drafts: list[AuditDraft], now: datetime) -> list[AuditEntry]:
+        log_key, head_key = self._audit_keys(tenant)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            while True:  # optimistic: another replica appending in between retries the chaining
+                try:
+                    await pipe.watch(head_key)
+                    seq_raw, prev_raw = await pipe.hmget(head_key, "seq", "hash")
+                    seq = int(seq_raw) if seq_raw else 0
+                    prev = prev_raw.decode() if prev_raw else GENESIS_HASH
+                    entries = []
+                    for draft in drafts:
+                        seq += 1
+                        entry = chain_entry(draft, seq, prev, now)
+                        entries.append(entry)
+                        prev = entry.hash
+                    pipe.multi()
+                    if entries:
+                        pipe.rpush(log_key, *(json.dumps(e.to_json()) for e in entries))
+                        pipe.hset(head_key, mapping={"seq": seq, "hash": prev})
+                    await pipe.execute()
+                    return entries
+                except WatchError:
+                    continue
+
+    @_unavailable_on_connection_errors
+    async def list_audit(self, tenant: str, user: str | None = None) -> list[AuditEntry]:
+        log_key, _ = self._audit_keys(tenant)
+        entries = [AuditEntry.from_json(json.loads(raw)) for raw in await self._redis.lrange(log_key, 0, -1)]
+        return entries if user is None else [e for e in entries if e.user == user]
+
+    @_unavailable_on_connection_errors
+    async def audit_head(self, tenant: str) -> tuple[int, str] | None:
+        _, head_key = self._audit_keys(tenant)
+        seq, digest = await self._redis.hmget(head_key, "seq", "hash")
+        return (int(seq), digest.decode()) if seq else None
+
+    @_unavailable_on_connection_errors
+    async def expired_memories(self, tenant: str, before: datetime, limit: int) -> list[tuple[UserRef, str]]:
+        found: list[tuple[UserRef, str]] = []
+        tag = f"salience:{{{_escape(tenant)}:"
+        async for key in self._redis.scan_iter(match=_glob(tag) + "*}:mem:*", count=1000):
+            name = key.decode()
+            created, pinned = await self._redis.hmget(key, "at", "pin")
+            if pinned == b"1" or created is None or float(created) >= before.timestamp():
+                continue
+            user_part = name[len(tag):name.index("}:mem:")]
+            found.append((UserRef(tenant, _unescape(user_part)), name[name.index("}:mem:") + 6:]))
+            if len(found) >= limit:
+                break
+        return found
+
+
+def _glob(text: str) -> str:
+    """``text`` as a literal in a SCAN MATCH pattern."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
+def _unescape(part: str) -> str:
+    return part.replace("%3A", ":").replace("%7D", "}").replace("%7B", "{").replace("%25", "%")

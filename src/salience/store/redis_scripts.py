@@ -24,7 +24,20 @@ return sid
 # memory and one per reinforced memory.
 # ARGV: done ttl, (unused), #messages, id/json pairs..., #added, per added: id, #field-values,
 # field-values..., #reinforced, per reinforced: #field-values, field-values...
-COMMIT_EXTRACTION = """
+_BUMP_VERSION = """
+-- A user's first version is the server clock in microseconds, later ones count up: a user
+-- erased and seen again never repeats a version an in-process recall cache may still hold.
+local function bump_version(meta)
+  if redis.call('HEXISTS', meta, 'version') == 0 then
+    local t = redis.call('TIME')
+    redis.call('HSET', meta, 'version', t[1] .. string.format('%06d', tonumber(t[2])))
+  else
+    redis.call('HINCRBY', meta, 'version', 1)
+  end
+end
+"""
+
+COMMIT_EXTRACTION = _BUMP_VERSION + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local i = 3
 local m = tonumber(ARGV[i]); i = i + 1
@@ -53,7 +66,7 @@ for _ = 1, r do
   changed = true
   k = k + 1; i = i + 1 + n
 end
-if changed then redis.call('HINCRBY', KEYS[4], 'version', 1) end
+if changed then bump_version(KEYS[4]) end
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
 return 1
 """
@@ -162,10 +175,10 @@ return 1
 # -- memories and safety: per-user scripts ---------------------------------------------------
 
 # KEYS: memory hash, memory order zset, meta hash. ARGV: memory id.
-DELETE_MEMORY = """
+DELETE_MEMORY = _BUMP_VERSION + """
 redis.call('ZREM', KEYS[2], ARGV[1])
 if redis.call('DEL', KEYS[1]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[3], 'version', 1)
+bump_version(KEYS[3])
 return 1
 """
 
@@ -173,7 +186,7 @@ return 1
 # ARGV: record json, updated at, #pinned, per pinned: id, #field-values, field-values...
 # A pinned memory is replaced whole (a field it no longer has, like ``emb``, goes) and moves to
 # the end of the order, as SQLite's INSERT OR REPLACE gives it a new rowid.
-SAVE_SAFETY = """
+SAVE_SAFETY = _BUMP_VERSION + """
 redis.call('HSET', KEYS[1], 'record', ARGV[1], 'updated_at', ARGV[2])
 local p = tonumber(ARGV[3])
 local i = 4
@@ -185,7 +198,7 @@ for k = 1, p do
   redis.call('ZADD', KEYS[2], redis.call('HINCRBY', KEYS[3], 'seq', 1), id)
   i = i + 2 + n
 end
-if p > 0 then redis.call('HINCRBY', KEYS[3], 'version', 1) end
+if p > 0 then bump_version(KEYS[3]) end
 return 1
 """
 
@@ -272,4 +285,62 @@ else
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 end
 return 1
+"""
+
+
+# -- compliance ------------------------------------------------------------------------------
+
+# KEYS: memory hash, memory order zset, meta hash, messages hash. ARGV: memory id, then the
+# source message ids to remove. Returns {deleted, had embedding, messages removed}.
+ERASE_MEMORY = _BUMP_VERSION + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0, 0} end
+local emb = redis.call('HEXISTS', KEYS[1], 'emb')
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+local removed = 0
+for i = 2, #ARGV do removed = removed + redis.call('HDEL', KEYS[4], ARGV[i]) end
+bump_version(KEYS[3])
+return {1, emb, removed}
+"""
+
+# KEYS: stream, delayed zset, pending counts. ARGV: group, job record key prefix, job ids...
+# Drops each job whatever its state (queued, leased, done marker, failed); returns how many existed.
+QUEUE_DROP = _PENDING + """
+local dropped = 0
+for i = 3, #ARGV do
+  local rec = ARGV[2] .. ARGV[i]
+  local status = redis.call('HGET', rec, 'status')
+  if status then
+    if status == 'queued' or status == 'leased' then
+      local entry = redis.call('HGET', rec, 'entry')
+      if entry then
+        redis.call('XACK', KEYS[1], ARGV[1], entry)
+        redis.call('XDEL', KEYS[1], entry)
+      end
+      pending(KEYS[3], rec, -1)
+    end
+    redis.call('ZREM', KEYS[2], ARGV[i])
+    redis.call('DEL', rec)
+    dropped = dropped + 1
+  end
+end
+return dropped
+"""
+
+# KEYS: due zset, pending counts. ARGV: record key prefix, event ids... Returns how many existed.
+OUTBOX_DROP = _OUTBOX_PENDING + """
+local dropped = 0
+for i = 2, #ARGV do
+  local rec = ARGV[1] .. ARGV[i]
+  local f = redis.call('HMGET', rec, 'status', 'tenant')
+  if f[1] then
+    if f[1] == 'queued' or f[1] == 'leased' then
+      redis.call('ZREM', KEYS[1], ARGV[i])
+      pending(KEYS[2], f[2], -1)
+    end
+    redis.call('DEL', rec)
+    dropped = dropped + 1
+  end
+end
+return dropped
 """

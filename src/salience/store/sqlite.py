@@ -9,14 +9,30 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import numpy as np
 
-from salience.model import ExtractionJob, MemoryItem, Message, OutboxEvent, SafetyRecord, UserRef, new_id
+from salience.model import (
+    GENESIS_HASH,
+    AuditDraft,
+    AuditEntry,
+    ErasureReceipt,
+    ExtractionJob,
+    MemoryItem,
+    Message,
+    OutboxEvent,
+    SafetyRecord,
+    UserRef,
+    chain_entry,
+    new_id,
+)
+from salience.store.base import FieldCipher
 from salience.store.sqlite_schema import (
     MEMORY_COLUMNS,
     MIGRATIONS,
@@ -31,8 +47,10 @@ from salience.store.sqlite_schema import (
 T = TypeVar("T")
 
 class SQLiteStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, cipher: FieldCipher | None = None) -> None:
         self.url = url
+        self.cipher = cipher
+        self._keys: dict[UserRef, bytes] = {}  # unwrapped data keys, only ever touched on the store thread
         self.path = Path(url.removeprefix("sqlite:///"))
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salience-sqlite")
         self._conn: sqlite3.Connection | None = None
@@ -54,6 +72,8 @@ class SQLiteStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=5000")
+            # Deleted content is overwritten with zeros, not left in free pages: erasure is real.
+            conn.execute("PRAGMA secure_delete=ON")
             conn.row_factory = sqlite3.Row
             current = conn.execute("PRAGMA user_version").fetchone()[0]
             for version, script in enumerate(MIGRATIONS, start=1):
@@ -79,16 +99,67 @@ class SQLiteStore:
             self._conn = None
         self._executor.shutdown(wait=True)
 
-    @staticmethod
-    def _transaction(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
+    def _transaction(self, conn: sqlite3.Connection, body: Callable[[], T]) -> T:
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = body()
         except BaseException:
             conn.execute("ROLLBACK")
+            self._keys.clear()  # a data key created in this transaction was rolled back too
             raise
         conn.execute("COMMIT")
         return result
+
+    # -- encryption at rest: every text field through the user's data key ------------------------
+    def _key(self, conn: sqlite3.Connection, user: UserRef, create: bool) -> bytes | None:
+        if self.cipher is None or not self.cipher.encrypts(user.tenant):
+            return None
+        key = self._keys.get(user)
+        if key is None:
+            row = conn.execute(
+                "SELECT wrapped FROM data_keys WHERE tenant=? AND user_id=?", (user.tenant, user.user)
+            ).fetchone()
+            if row is None:
+                if not create:
+                    return None
+                wrapped = self.cipher.new_wrapped_key(user.tenant)
+                conn.execute(
+                    "INSERT INTO data_keys (tenant, user_id, wrapped, created_at) VALUES (?,?,?,?)",
+                    (user.tenant, user.user, wrapped, time.time()),
+                )
+            else:
+                wrapped = row[0]
+            key = self._keys[user] = self.cipher.unwrap(user.tenant, wrapped)
+        return key
+
+    def _seal(self, conn: sqlite3.Connection, user: UserRef, text: str | None, field: str) -> str | None:
+        key = self._key(conn, user, create=True)
+        if key is None or text is None or self.cipher is None:
+            return text
+        return self.cipher.seal(key, text, f"{user.tenant}\x1f{user.user}\x1f{field}")
+
+    def _unseal(self, conn: sqlite3.Connection, user: UserRef, text: str | None, field: str) -> str | None:
+        if text is None or self.cipher is None or not self.cipher.encrypts(user.tenant):
+            return text
+        key = self._key(conn, user, create=False)
+        if key is None:
+            return text
+        return self.cipher.open(key, text, f"{user.tenant}\x1f{user.user}\x1f{field}")
+
+    def _seal_memory(self, conn: sqlite3.Connection, user: UserRef, item: MemoryItem) -> MemoryItem:
+        return replace(item, text=self._seal(conn, user, item.text, "memory"), speaker=self._seal(conn, user, item.speaker, "speaker"))
+
+    def _seal_message(self, conn: sqlite3.Connection, user: UserRef, message: Message) -> Message:
+        return replace(
+            message, content=self._seal(conn, user, message.content, "message"),
+            name=self._seal(conn, user, message.name, "name"),
+        )
+
+    def _unseal_message(self, conn: sqlite3.Connection, user: UserRef, message: Message) -> Message:
+        return replace(
+            message, content=self._unseal(conn, user, message.content, "message"),
+            name=self._unseal(conn, user, message.name, "name"),
+        )
 
     # -- sessions and messages --------------------------------------------------------------
     async def resolve_session(
@@ -118,8 +189,8 @@ class SQLiteStore:
 
         return await self._run(resolve)
 
-    @staticmethod
-    def _insert_messages(conn: sqlite3.Connection, user: UserRef, messages: list[Message]) -> None:
+    def _insert_messages(self, conn: sqlite3.Connection, user: UserRef, messages: list[Message]) -> None:
+        messages = [self._seal_message(conn, user, m) for m in messages]
         conn.executemany(
             "INSERT OR IGNORE INTO messages (tenant, user_id, id, session_id, role, name, content, created_at)"
             " VALUES (?,?,?,?,?,?,?,?)",
@@ -133,17 +204,16 @@ class SQLiteStore:
         await self._run(lambda conn: self._transaction(conn, lambda: self._insert_messages(conn, user, messages)))
 
     # -- memories ---------------------------------------------------------------------------
-    @staticmethod
-    def _row_to_memory(row: sqlite3.Row, with_embedding: bool) -> MemoryItem:
+    def _row_to_memory(self, conn: sqlite3.Connection, user: UserRef, row: sqlite3.Row, with_embedding: bool) -> MemoryItem:
         embedding = None
         if with_embedding and row["embedding"] is not None:
             embedding = np.frombuffer(row["embedding"], dtype=np.float32)
         return MemoryItem(
             id=row["id"],
-            text=row["text"],
+            text=self._unseal(conn, user, row["text"], "memory"),  # type: ignore[arg-type]
             kind=row["kind"],
             importance=row["importance"],
-            speaker=row["speaker"],
+            speaker=self._unseal(conn, user, row["speaker"], "speaker"),  # type: ignore[arg-type]
             created_at=_dt(row["created_at"]),  # type: ignore[arg-type]
             last_reinforced_at=_dt(row["last_reinforced_at"]),
             mention_count=row["mention_count"],
@@ -158,7 +228,7 @@ class SQLiteStore:
             rows = conn.execute(
                 "SELECT * FROM memories WHERE tenant=? AND user_id=? ORDER BY rowid", (user.tenant, user.user)
             ).fetchall()
-            return [self._row_to_memory(row, with_embedding=True) for row in rows]
+            return [self._row_to_memory(conn, user, row, with_embedding=True) for row in rows]
 
         return await self._run(load)
 
@@ -167,7 +237,7 @@ class SQLiteStore:
             row = conn.execute(
                 "SELECT * FROM memories WHERE tenant=? AND user_id=? AND id=?", (user.tenant, user.user, memory_id)
             ).fetchone()
-            return self._row_to_memory(row, with_embedding=False) if row else None
+            return self._row_to_memory(conn, user, row, with_embedding=False) if row else None
 
         return await self._run(get)
 
@@ -185,7 +255,7 @@ class SQLiteStore:
                 "SELECT * FROM memories WHERE tenant=? AND user_id=? AND rowid > ? ORDER BY rowid LIMIT ?",
                 (user.tenant, user.user, start, limit + 1),
             ).fetchall()
-            items = [self._row_to_memory(row, with_embedding=False) for row in rows[:limit]]
+            items = [self._row_to_memory(conn, user, row, with_embedding=False) for row in rows[:limit]]
             return items, len(rows) > limit
 
         return await self._run(page)
@@ -234,7 +304,10 @@ class SQLiteStore:
                     (user.tenant, user.user, json.dumps(record.to_json()), now.timestamp()),
                 )
                 if pinned:
-                    conn.executemany("INSERT OR REPLACE INTO memories" + MEMORY_COLUMNS, [_memory_row(user, m) for m in pinned])
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO memories" + MEMORY_COLUMNS,
+                        [_memory_row(user, self._seal_memory(conn, user, m)) for m in pinned],
+                    )
                     _bump_version(conn, user)
                 for event in events:
                     self._insert_event(conn, event, now)
@@ -313,6 +386,7 @@ class SQLiteStore:
     # -- the extraction queue -----------------------------------------------------------------
     async def enqueue_extraction(self, job: ExtractionJob, now: datetime) -> bool:
         def enqueue(conn: sqlite3.Connection) -> bool:
+            sealed = [self._seal_message(conn, job.user, m) for m in job.messages]
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO extraction_jobs"
                 " (id, tenant, user_id, session_id, messages, status, attempts, available_at, created_at)"
@@ -322,7 +396,7 @@ class SQLiteStore:
                     job.user.tenant,
                     job.user.user,
                     job.session_id,
-                    json.dumps([_message_to_json(m) for m in job.messages]),
+                    json.dumps([_message_to_json(m) for m in sealed]),
                     now.timestamp(),
                     now.timestamp(),
                 ),
@@ -346,12 +420,15 @@ class SQLiteStore:
                         "UPDATE extraction_jobs SET status='leased', leased_until=?, attempts=attempts+1 WHERE id=?",
                         ((now + lease).timestamp(), row["id"]),
                     )
+                    owner = UserRef(row["tenant"], row["user_id"])
                     jobs.append(
                         ExtractionJob(
                             id=row["id"],
-                            user=UserRef(row["tenant"], row["user_id"]),
+                            user=owner,
                             session_id=row["session_id"],
-                            messages=[_message_from_json(m) for m in json.loads(row["messages"])],
+                            messages=[
+                                self._unseal_message(conn, owner, _message_from_json(m)) for m in json.loads(row["messages"])
+                            ],
                             attempts=row["attempts"] + 1,
                         )
                     )
@@ -374,7 +451,7 @@ class SQLiteStore:
                 self._insert_messages(conn, user, job.messages)
                 conn.executemany(
                     "INSERT OR IGNORE INTO memories" + MEMORY_COLUMNS,
-                    [_memory_row(user, item) for item in added],
+                    [_memory_row(user, self._seal_memory(conn, user, item)) for item in added],
                 )
                 conn.executemany(
                     "UPDATE memories SET mention_count=?, last_reinforced_at=?, sources=?, importance=?"
@@ -389,7 +466,10 @@ class SQLiteStore:
                 )
                 if added or reinforced:
                     _bump_version(conn, user)
-                conn.execute("UPDATE extraction_jobs SET status='done', leased_until=NULL WHERE id=?", (job.id,))
+                # A done job keeps only its id (idempotency): its messages now live in ``messages``.
+                conn.execute(
+                    "UPDATE extraction_jobs SET status='done', leased_until=NULL, messages='[]' WHERE id=?", (job.id,)
+                )
 
             self._transaction(conn, body)
 
@@ -418,17 +498,239 @@ class SQLiteStore:
         return await self._run(count)
 
     # -- traces -----------------------------------------------------------------------------------
-    async def save_trace(self, tenant: str, trace_id: str, payload: dict[str, Any], now: datetime) -> None:
-        await self._run(
-            lambda conn: conn.execute(
-                "INSERT OR REPLACE INTO traces (tenant, id, created_at, payload) VALUES (?,?,?,?)",
-                (tenant, trace_id, now.timestamp(), json.dumps(payload)),
-            )
-        )
+    async def save_trace(
+        self, tenant: str, trace_id: str, payload: dict[str, Any], now: datetime, refs: list[str] | None = None
+    ) -> None:
+        user_id = payload.get("user")
+
+        def save(conn: sqlite3.Connection) -> None:
+            def body() -> None:
+                text = json.dumps(payload)
+                if user_id is not None:
+                    text = self._seal(conn, UserRef(tenant, user_id), text, "trace")  # type: ignore[assignment]
+                conn.execute(
+                    "INSERT OR REPLACE INTO traces (tenant, id, created_at, payload, user_id) VALUES (?,?,?,?,?)",
+                    (tenant, trace_id, now.timestamp(), text, user_id),
+                )
+                if user_id is not None:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO trace_refs (tenant, user_id, ref, trace_id) VALUES (?,?,?,?)",
+                        [(tenant, user_id, ref, trace_id) for ref in dict.fromkeys(refs or [])],
+                    )
+
+            self._transaction(conn, body)
+
+        await self._run(save)
 
     async def get_trace(self, tenant: str, trace_id: str) -> dict[str, Any] | None:
         def get(conn: sqlite3.Connection) -> dict[str, Any] | None:
-            row = conn.execute("SELECT payload FROM traces WHERE tenant=? AND id=?", (tenant, trace_id)).fetchone()
-            return json.loads(row[0]) if row else None
+            row = conn.execute(
+                "SELECT payload, user_id FROM traces WHERE tenant=? AND id=?", (tenant, trace_id)
+            ).fetchone()
+            if row is None:
+                return None
+            text = row[0] if row[1] is None else self._unseal(conn, UserRef(tenant, row[1]), row[0], "trace")
+            return json.loads(text)  # type: ignore[arg-type]
 
         return await self._run(get)
+
+    # -- compliance: erasure, export, audit -------------------------------------------------------
+    async def user_exists(self, user: UserRef) -> bool:
+        def exists(conn: sqlite3.Connection) -> bool:
+            args = (user.tenant, user.user)
+            return any(
+                conn.execute(f"SELECT 1 FROM {table} WHERE tenant=? AND user_id=? LIMIT 1", args).fetchone()
+                for table in ("sessions", "memories", "messages", "safety_records")
+            )
+
+        return await self._run(exists)
+
+    async def load_messages(self, user: UserRef, message_ids: list[str]) -> list[Message]:
+        def load(conn: sqlite3.Connection) -> list[Message]:
+            found = []
+            for message_id in dict.fromkeys(message_ids):
+                row = conn.execute(
+                    "SELECT * FROM messages WHERE tenant=? AND user_id=? AND id=?", (user.tenant, user.user, message_id)
+                ).fetchone()
+                if row is not None:
+                    found.append(
+                        self._unseal_message(
+                            conn, user,
+                            Message(id=row["id"], role=row["role"], content=row["content"], name=row["name"],
+                                    created_at=_dt(row["created_at"]), session_id=row["session_id"]),  # type: ignore[arg-type]
+                        )
+                    )
+            return found
+
+        return await self._run(load)
+
+    @staticmethod
+    def _erase_traces(conn: sqlite3.Connection, user: UserRef, refs: list[str]) -> int:
+        trace_ids: set[str] = set()
+        for ref in refs:
+            trace_ids.update(
+                row[0] for row in conn.execute(
+                    "SELECT trace_id FROM trace_refs WHERE tenant=? AND user_id=? AND ref=?", (user.tenant, user.user, ref)
+                )
+            )
+        for trace_id in trace_ids:
+            conn.execute("DELETE FROM traces WHERE tenant=? AND id=?", (user.tenant, trace_id))
+            conn.execute("DELETE FROM trace_refs WHERE tenant=? AND trace_id=?", (user.tenant, trace_id))
+        return len(trace_ids)
+
+    def _reclaim(self, conn: sqlite3.Connection, vacuum: bool) -> None:
+        # secure_delete zeroed the freed pages; the checkpoint moves that into the main file and
+        # empties the WAL, which still held the old pages. VACUUM rebuilds the file without them.
+        if vacuum:
+            conn.execute("VACUUM")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def erase_memory(self, user: UserRef, memory_id: str, now: datetime) -> ErasureReceipt | None:
+        def erase(conn: sqlite3.Connection) -> ErasureReceipt | None:
+            def body() -> ErasureReceipt | None:
+                row = conn.execute(
+                    "SELECT sources, embedding FROM memories WHERE tenant=? AND user_id=? AND id=?",
+                    (user.tenant, user.user, memory_id),
+                ).fetchone()
+                if row is None:
+                    return None
+                receipt = ErasureReceipt(user, now, memory_id)
+                sources: list[str] = json.loads(row["sources"])
+                conn.execute("DELETE FROM memories WHERE tenant=? AND user_id=? AND id=?", (user.tenant, user.user, memory_id))
+                receipt.count("memories", 1)
+                receipt.count("embeddings", row["embedding"] is not None)
+                # The messages it was extracted from hold the same words.
+                for source in sources:
+                    receipt.count("messages", conn.execute(
+                        "DELETE FROM messages WHERE tenant=? AND user_id=? AND id=?", (user.tenant, user.user, source)
+                    ).rowcount)
+                # Jobs still holding those messages would extract it again.
+                for job in conn.execute(
+                    "SELECT id, status, messages FROM extraction_jobs WHERE tenant=? AND user_id=? AND messages != '[]'",
+                    (user.tenant, user.user),
+                ).fetchall():
+                    if {m["id"] for m in json.loads(job["messages"])} & set(sources):
+                        conn.execute("DELETE FROM extraction_jobs WHERE id=?", (job["id"],))
+                        receipt.count("extraction_jobs", 1)
+                receipt.count("traces", self._erase_traces(conn, user, [memory_id, *sources]))
+                receipt.count("safety_references", self._forget_in_safety_record(conn, user, set(sources)))
+                # (entities and arc: their links to this memory go here, in this transaction)
+                _bump_version(conn, user)
+                return receipt
+
+            receipt = self._transaction(conn, body)
+            if receipt is not None:
+                self._reclaim(conn, vacuum=False)
+            return receipt
+
+        return await self._run(erase)
+
+    @staticmethod
+    def _forget_in_safety_record(conn: sqlite3.Connection, user: UserRef, message_ids: set[str]) -> int:
+        row = conn.execute(
+            "SELECT record FROM safety_records WHERE tenant=? AND user_id=?", (user.tenant, user.user)
+        ).fetchone()
+        if row is None:
+            return 0
+        record = json.loads(row[0])
+        kept = [m for m in record.get("seen_message_ids", []) if m not in message_ids]
+        removed = len(record.get("seen_message_ids", [])) - len(kept)
+        if removed:
+            record["seen_message_ids"] = kept
+            conn.execute(
+                "UPDATE safety_records SET record=? WHERE tenant=? AND user_id=?",
+                (json.dumps(record), user.tenant, user.user),
+            )
+        return removed
+
+    async def erase_user(self, user: UserRef, now: datetime) -> ErasureReceipt:
+        def erase(conn: sqlite3.Connection) -> ErasureReceipt:
+            def body() -> ErasureReceipt:
+                receipt = ErasureReceipt(user, now)
+                args = (user.tenant, user.user)
+                receipt.count("embeddings", conn.execute(
+                    "SELECT count(*) FROM memories WHERE tenant=? AND user_id=? AND embedding IS NOT NULL", args
+                ).fetchone()[0])
+                for kind, table in (
+                    ("memories", "memories"), ("messages", "messages"), ("sessions", "sessions"),
+                    ("extraction_jobs", "extraction_jobs"), ("traces", "traces"), ("safety_records", "safety_records"),
+                    ("data_keys", "data_keys"), ("versions", "user_versions"), ("trace_refs", "trace_refs"),
+                ):
+                    receipt.count(kind, conn.execute(f"DELETE FROM {table} WHERE tenant=? AND user_id=?", args).rowcount)
+                receipt.removed.pop("versions")
+                receipt.removed.pop("trace_refs")
+                # Webhook events about the user (escalations carry the user id in their payload).
+                receipt.count("outbox_events", conn.execute(
+                    "DELETE FROM outbox WHERE tenant=? AND json_extract(payload, '$.user') = ?", args
+                ).rowcount)
+                # (entities and arc of the user go here, in this transaction)
+                return receipt
+
+            receipt = self._transaction(conn, body)
+            self._keys.pop(user, None)  # crypto-shredding: the data key is gone from disk and memory
+            self._reclaim(conn, vacuum=True)
+            return receipt
+
+        return await self._run(erase)
+
+    async def append_audit(self, tenant: str, drafts: list[AuditDraft], now: datetime) -> list[AuditEntry]:
+        def append(conn: sqlite3.Connection) -> list[AuditEntry]:
+            def body() -> list[AuditEntry]:
+                head = conn.execute("SELECT seq, hash FROM audit_heads WHERE tenant=?", (tenant,)).fetchone()
+                seq, prev = (head[0], head[1]) if head else (0, GENESIS_HASH)
+                entries = []
+                for draft in drafts:
+                    seq += 1
+                    entry = chain_entry(draft, seq, prev, now)
+                    conn.execute(
+                        "INSERT INTO audit_log (tenant, seq, ts, user_id, action, ids, request_id, prev_hash, hash)"
+                        " VALUES (?,?,?,?,?,?,?,?,?)",
+                        (tenant, entry.seq, entry.ts, entry.user, entry.action, json.dumps(entry.ids),
+                         entry.request_id, entry.prev_hash, entry.hash),
+                    )
+                    entries.append(entry)
+                    prev = entry.hash
+                if entries:
+                    conn.execute(
+                        "INSERT INTO audit_heads (tenant, seq, hash) VALUES (?,?,?)"
+                        " ON CONFLICT (tenant) DO UPDATE SET seq=excluded.seq, hash=excluded.hash",
+                        (tenant, seq, prev),
+                    )
+                return entries
+
+            return self._transaction(conn, body)
+
+        return await self._run(append)
+
+    async def list_audit(self, tenant: str, user: str | None = None) -> list[AuditEntry]:
+        def load(conn: sqlite3.Connection) -> list[AuditEntry]:
+            if user is None:
+                rows = conn.execute("SELECT * FROM audit_log WHERE tenant=? ORDER BY rowid", (tenant,)).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT * FROM audit_log WHERE tenant=? AND user_id=? ORDER BY rowid", (tenant, user)
+                ).fetchall()
+            return [
+                AuditEntry(seq=r["seq"], ts=r["ts"], tenant=r["tenant"], user=r["user_id"], action=r["action"],
+                           ids=json.loads(r["ids"]), request_id=r["request_id"], prev_hash=r["prev_hash"], hash=r["hash"])
+                for r in rows
+            ]
+
+        return await self._run(load)
+
+    async def audit_head(self, tenant: str) -> tuple[int, str] | None:
+        def head(conn: sqlite3.Connection) -> tuple[int, str] | None:
+            row = conn.execute("SELECT seq, hash FROM audit_heads WHERE tenant=?", (tenant,)).fetchone()
+            return (row[0], row[1]) if row else None
+
+        return await self._run(head)
+
+    async def expired_memories(self, tenant: str, before: datetime, limit: int) -> list[tuple[UserRef, str]]:
+        def expired(conn: sqlite3.Connection) -> list[tuple[UserRef, str]]:
+            rows = conn.execute(
+                "SELECT user_id, id FROM memories WHERE tenant=? AND pinned=0 AND created_at < ? LIMIT ?",
+                (tenant, before.timestamp(), limit),
+            ).fetchall()
+            return [(UserRef(tenant, r[0]), r[1]) for r in rows]
+
+        return await self._run(expired)

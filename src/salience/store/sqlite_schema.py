@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -71,6 +72,30 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX outbox_due ON outbox (status, available_at);
     """,
+    # 3: compliance. Which user and which memories and messages a trace holds (so erasure finds
+    # it), the per-tenant hash-chained audit log and its head, and per-user wrapped data keys.
+    """
+    ALTER TABLE traces ADD COLUMN user_id TEXT;
+    CREATE INDEX traces_by_user ON traces (tenant, user_id);
+    CREATE TABLE trace_refs (
+        tenant TEXT NOT NULL, user_id TEXT NOT NULL, ref TEXT NOT NULL, trace_id TEXT NOT NULL,
+        PRIMARY KEY (tenant, user_id, ref, trace_id)
+    );
+    CREATE INDEX extraction_jobs_by_user ON extraction_jobs (tenant, user_id);
+
+    CREATE TABLE audit_log (
+        tenant TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL, user_id TEXT, action TEXT NOT NULL,
+        ids TEXT NOT NULL, request_id TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL,
+        PRIMARY KEY (tenant, seq)
+    );
+    CREATE INDEX audit_by_user ON audit_log (tenant, user_id, seq);
+    CREATE TABLE audit_heads (tenant TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL);
+
+    CREATE TABLE data_keys (
+        tenant TEXT NOT NULL, user_id TEXT NOT NULL, wrapped BLOB NOT NULL, created_at REAL NOT NULL,
+        PRIMARY KEY (tenant, user_id)
+    );
+    """,
 ]
 
 
@@ -121,8 +146,10 @@ def _memory_row(user: UserRef, item: MemoryItem) -> tuple[Any, ...]:
 
 
 def _bump_version(conn: sqlite3.Connection, user: UserRef) -> None:
+    # A user's first version is the clock in microseconds, later ones count up: a user erased
+    # and seen again never repeats a version an in-process recall cache may still hold.
     conn.execute(
-        "INSERT INTO user_versions (tenant, user_id, version) VALUES (?,?,1)"
+        "INSERT INTO user_versions (tenant, user_id, version) VALUES (?,?,?)"
         " ON CONFLICT (tenant, user_id) DO UPDATE SET version = version + 1",
-        (user.tenant, user.user),
+        (user.tenant, user.user, time.time_ns() // 1000),
     )

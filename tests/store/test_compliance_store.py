@@ -1,0 +1,189 @@
+"""Compliance through the Store protocol, on both backends: erasure, the audit chain, encryption."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from salience.compliance.audit import verify_chain
+from salience.compliance.crypto import TenantKeyring
+from salience.model import AuditDraft, ExtractionJob, MemoryItem, Message, OutboxEvent, SafetyRecord, UserRef, utcnow
+from salience.store.base import open_store
+from tests.conftest import STORE_BACKENDS
+
+ALICE = UserRef("tenant-a", "alice")
+BOB = UserRef("tenant-a", "bob")
+SECRET = "My sister Marguerite lives in Reykjavik."
+KEYRING = TenantKeyring({"tenant-a": "a-master-key-for-tests-only-0123456789"})
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+async def backend(request, tmp_path):
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        server.flush()
+        url, inspect = server.url, server
+    else:
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+        inspect = tmp_path / "store.db"
+    store = open_store(url, KEYRING)
+    await store.open()
+    yield store, inspect
+    await store.close()
+
+
+def message(message_id: str, text: str) -> Message:
+    return Message(id=message_id, role="user", content=text, created_at=utcnow(), session_id="s1")
+
+
+def memory(memory_id: str, text: str, source: str) -> MemoryItem:
+    now = utcnow()
+    return MemoryItem(id=memory_id, text=text, kind="fact", importance=0.5, speaker="user", created_at=now,
+                      last_reinforced_at=now, sources=[source], embedding=np.ones(4, dtype=np.float32) / 2)
+
+
+async def remember(store, user: UserRef, n: int = 3) -> None:
+    texts = [SECRET] + [f"I like walking number {i}." for i in range(1, n)]
+    job = ExtractionJob(id=f"job-{user.user}", user=user, session_id="s1",
+                        messages=[message(f"msg-{user.user}-{i}", t) for i, t in enumerate(texts)])
+    await store.resolve_session(user, "s1", utcnow(), timedelta(minutes=30))
+    await store.commit_extraction(job, [memory(f"mem-{user.user}-{i}", t, f"msg-{user.user}-{i}") for i, t in enumerate(texts)], [])
+
+
+def all_bytes(inspect) -> bytes:
+    if isinstance(inspect, Path):
+        return b"".join(p.read_bytes() for p in inspect.parent.glob(inspect.name + "*"))
+    client: redis.Redis = inspect.client()
+    out = bytearray()
+    for key in client.scan_iter(count=1000):
+        out += key
+        kind = client.type(key)
+        if kind == b"string":
+            out += client.get(key) or b""
+        elif kind == b"hash":
+            for f, v in client.hgetall(key).items():
+                out += f + v
+        elif kind == b"list":
+            out += b"".join(client.lrange(key, 0, -1))
+        elif kind == b"zset":
+            out += b"".join(client.zrange(key, 0, -1))
+        elif kind == b"stream":
+            out += repr(client.xrange(key)).encode()
+    return bytes(out)
+
+
+async def test_text_is_encrypted_at_rest_and_reads_back(backend):
+    store, inspect = backend
+    await remember(store, ALICE)
+    await store.enqueue_extraction(ExtractionJob("job-q", ALICE, "s1", [message("msg-q", SECRET + " Again.")]), utcnow())
+    await store.save_trace("tenant-a", "trace-1", {"user": "alice", "messages": [{"content": SECRET}]}, utcnow(), ["mem-alice-0"])
+    assert (await store.get_memory(ALICE, "mem-alice-0")).text == SECRET
+    assert (await store.get_trace("tenant-a", "trace-1"))["messages"][0]["content"] == SECRET
+    [claimed] = await store.claim_extraction_jobs(5, utcnow(), timedelta(seconds=30))
+    assert claimed.messages[0].content == SECRET + " Again."
+    assert [m.content for m in await store.load_messages(ALICE, ["msg-alice-0"])] == [SECRET]
+    assert b"Marguerite" not in all_bytes(inspect)
+
+
+async def test_erase_memory_removes_what_derives_from_it(backend):
+    store, _ = backend
+    await remember(store, ALICE)
+    record = SafetyRecord(first_flagged_at=utcnow(), last_flagged_at=utcnow(), seen_message_ids=["msg-alice-0", "other"])
+    await store.save_safety_update(ALICE, record, [], [], utcnow())
+    await store.enqueue_extraction(ExtractionJob("job-again", ALICE, "s1", [message("msg-alice-0", SECRET)]), utcnow())
+    await store.save_trace("tenant-a", "t-hit", {"user": "alice"}, utcnow(), ["mem-alice-0"])
+    await store.save_trace("tenant-a", "t-miss", {"user": "alice"}, utcnow(), ["mem-alice-1"])
+    before = await store.memory_version(ALICE)
+    receipt = await store.erase_memory(ALICE, "mem-alice-0", utcnow())
+    assert receipt.removed == {"memories": 1, "embeddings": 1, "messages": 1, "extraction_jobs": 1, "traces": 1,
+                               "safety_references": 1}
+    assert await store.get_memory(ALICE, "mem-alice-0") is None
+    assert [m.id for m in await store.load_memories(ALICE)] == ["mem-alice-1", "mem-alice-2"]
+    assert await store.load_messages(ALICE, ["msg-alice-0"]) == []
+    assert await store.get_trace("tenant-a", "t-hit") is None and await store.get_trace("tenant-a", "t-miss") is not None
+    assert await store.pending_extractions(ALICE) == 0
+    assert (await store.get_safety_record(ALICE)).seen_message_ids == ["other"]
+    assert await store.memory_version(ALICE) > before
+    assert await store.erase_memory(ALICE, "mem-alice-0", utcnow()) is None
+
+
+async def test_erase_user_leaves_nothing_of_theirs_but_audit(backend):
+    store, inspect = backend
+    await remember(store, ALICE)
+    await remember(store, BOB)
+    await store.enqueue_extraction(ExtractionJob("job-q", ALICE, "s1", [message("msg-q", "queued words")]), utcnow())
+    await store.save_trace("tenant-a", "t1", {"user": "alice"}, utcnow(), ["mem-alice-0"])
+    event = OutboxEvent("evt-1", "tenant-a", "safety.escalation", {"user": "alice"}, utcnow())
+    await store.save_safety_update(ALICE, SafetyRecord(first_flagged_at=utcnow(), last_flagged_at=utcnow()), [], [event], utcnow())
+    await store.append_audit("tenant-a", [AuditDraft("tenant-a", "alice", "memory.write", ["mem-alice-0"])], utcnow())
+    version = await store.memory_version(ALICE)
+    receipt = await store.erase_user(ALICE, utcnow())
+    assert receipt.removed["memories"] == 3 and receipt.removed["data_keys"] == 1
+    assert receipt.removed["extraction_jobs"] >= 1 and receipt.removed["outbox_events"] == 1
+    assert not await store.user_exists(ALICE) and await store.user_exists(BOB)
+    assert await store.pending_extractions(ALICE) == 0 and await store.pending_outbox() == 0
+    assert len(await store.load_memories(BOB)) == 3
+    assert [e.action for e in await store.list_audit("tenant-a", "alice")] == ["memory.write"]
+    if isinstance(inspect, Path):
+        conn = sqlite3.connect(inspect)
+        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
+            if table in {"audit_log", "audit_heads"}:
+                continue
+            for row in conn.execute(f"SELECT * FROM {table}"):
+                assert "alice" not in repr(row), (table, row)
+    else:
+        client = inspect.client()
+        for key in client.scan_iter(count=1000):
+            if b"{audit:" in key:
+                continue
+            assert b"alice" not in key, key
+            assert b"alice" not in all_bytes_of(client, key), key
+    # seen again after erasure: a version never used before, so no stale recall cache applies
+    await remember(store, ALICE, n=1)
+    assert await store.memory_version(ALICE) > version
+
+
+def all_bytes_of(client: redis.Redis, key: bytes) -> bytes:
+    kind = client.type(key)
+    if kind == b"hash":
+        return b"".join(f + v for f, v in client.hgetall(key).items())
+    if kind == b"string":
+        return client.get(key) or b""
+    if kind == b"stream":
+        return repr(client.xrange(key)).encode()
+    if kind == b"zset":
+        return b"".join(client.zrange(key, 0, -1))
+    return b""
+
+
+async def test_audit_chain_verifies_and_is_per_tenant(backend):
+    store, _ = backend
+    for action in ("memory.write", "recall.inject", "export"):
+        await store.append_audit("tenant-a", [AuditDraft("tenant-a", "alice", action, ["mem-1"], "req-1")], utcnow())
+    await store.append_audit("tenant-b", [AuditDraft("tenant-b", "alice", "export")], utcnow())
+    entries = await store.list_audit("tenant-a")
+    assert [e.seq for e in entries] == [1, 2, 3]
+    assert entries[1].prev_hash == entries[0].hash
+    assert verify_chain("tenant-a", entries, await store.audit_head("tenant-a")).ok
+    assert [e.seq for e in await store.list_audit("tenant-b")] == [1]
+    edited = [*entries]
+    edited[1].ids = ["mem-2"]
+    assert verify_chain("tenant-a", edited, await store.audit_head("tenant-a")).bad_seq == 2
+    removed = [entries[0], entries[2]]
+    assert verify_chain("tenant-a", removed, await store.audit_head("tenant-a")).bad_seq == 2
+    truncated = entries[:2]
+    assert not verify_chain("tenant-a", truncated, await store.audit_head("tenant-a")).ok
+
+
+async def test_expired_memories_skip_pinned_and_recent(backend):
+    store, _ = backend
+    await remember(store, ALICE)
+    assert await store.expired_memories("tenant-a", utcnow() - timedelta(days=1), 100) == []
+    found = await store.expired_memories("tenant-a", utcnow() + timedelta(seconds=1), 100)
+    assert sorted(m for _, m in found) == ["mem-alice-0", "mem-alice-1", "mem-alice-2"]
+    assert {u for u, _ in found} == {ALICE}

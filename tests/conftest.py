@@ -110,10 +110,14 @@ def make_proxy(
         tenant: dict[str, Any] | None = None,
         memory: dict[str, Any] | None = None,
         server: dict[str, Any] | None = None,
+        other_tenants: dict[str, dict[str, Any]] | None = None,
     ) -> Proxy:
-        """``server`` settings go into salience.yaml (e.g. a shared ``data_dir`` to restart on)."""
+        """``server`` settings go into salience.yaml (e.g. a shared ``data_dir`` to restart on);
+        ``other_tenants`` are more tenant files beside ``demo``. Data is encrypted at rest with a
+        test master key, as in production."""
         api_key = "sk-test-" + secrets.token_hex(12)
         monkeypatch.setenv("TEST_SALIENCE_KEY", api_key)
+        monkeypatch.setenv("TEST_SALIENCE_MASTER_KEY", "test-master-key-" + "0" * 32)
         upstream_settings: dict[str, Any] = {"transport": "echo"}
         if upstream is not None:
             upstream_settings = {"api_base": upstream.url, "api_key": "os.environ/TEST_UPSTREAM_KEY", "timeout_seconds": 5}
@@ -123,6 +127,7 @@ def make_proxy(
             "upstream": upstream_settings,
             "debug_headers": True,
             "memory": {"budget_tokens": 400, **(memory or {})},
+            "master_key": "os.environ/TEST_SALIENCE_MASTER_KEY",
         }
         for key, value in (tenant or {}).items():
             if isinstance(value, dict) and isinstance(settings.get(key), dict):
@@ -130,7 +135,9 @@ def make_proxy(
             else:
                 settings[key] = value
         server_settings = {**({"store_url": store_url} if store_url else {}), **(server or {})}
-        config = load_config(write_config(tmp_path / f"config{len(running)}", {"demo": settings}, server_settings))
+        config = load_config(
+            write_config(tmp_path / f"config{len(running)}", {"demo": settings, **(other_tenants or {})}, server_settings)
+        )
         services = Services.build(config, embedder=embedder, extractor=extractor)
         thread = ServerThread(create_app(config, services)).__enter__()
         running.append(thread)

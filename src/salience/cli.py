@@ -140,6 +140,86 @@ def eval_locomo(
     console.print(f"written: {json_path}, {md_path}")
 
 
+audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    config: Path = typer.Option(Path("config"), "--config", help="configuration directory"),
+    tenant: Optional[str] = typer.Option(None, "--tenant", help="one tenant (default: every tenant)"),
+) -> None:
+    """Walk each tenant's hash chain; exit 1 naming the first entry that was edited, removed or reordered."""
+    from salience.compliance.audit import verify_tenant
+    from salience.services import Services
+
+    settings = _load(config)
+    names = [tenant] if tenant else list(settings.tenants)
+    for name in names:
+        if name not in settings.tenants:
+            console.print(f"[red]no tenant {name!r}[/red] in {config / 'tenants'}")
+            raise typer.Exit(2)
+
+    async def run() -> list:
+        services = Services.build(settings)
+        await services.start(run_worker=False)
+        try:
+            return [await verify_tenant(services.store_for(name), name) for name in names]
+        finally:
+            await services.stop()
+
+    results = asyncio.run(run())
+    out = Console()
+    for result in results:
+        if result.ok:
+            out.print(f"tenant {result.tenant}: ok, {result.entries} entries")
+        else:
+            out.print(f"tenant {result.tenant}: FAILED at entry seq {result.bad_seq}: {result.reason}")
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export_command(
+    user: str = typer.Option(..., "--user", help="the end user whose data is exported"),
+    out: Path = typer.Option(..., "--out", help="the JSON file to write"),
+    tenant: str = typer.Option("demo", "--tenant"),
+    config: Path = typer.Option(Path("config"), "--config"),
+) -> None:
+    """Write everything held about one user (GDPR Art. 15 and 20) to a JSON file."""
+    from salience.compliance.export import export_user
+    from salience.model import UserRef
+    from salience.services import Services
+
+    settings = _load(config)
+    if tenant not in settings.tenants:
+        console.print(f"[red]no tenant {tenant!r}[/red] in {config / 'tenants'}")
+        raise typer.Exit(2)
+    ref = UserRef(tenant, user)
+
+    async def run() -> dict | None:
+        services = Services.build(settings)
+        await services.start(run_worker=False)
+        try:
+            if not await services.store_for(tenant).user_exists(ref):
+                return None
+            with Progress(
+                TextColumn("exporting memories"), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+            ) as progress:
+                bar = progress.add_task("memories", total=None)
+                return await export_user(services, ref, progress=lambda n: progress.advance(bar, n))
+        finally:
+            await services.stop()
+
+    data = asyncio.run(run())
+    if data is None:
+        console.print(f"[red]no user {user!r}[/red] in tenant {tenant!r}")
+        raise typer.Exit(1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+    console.print(f"{len(data['memories'])} memories, {len(data['audit'])} audit entries written to {out}")
+
+
 @app.command()
 def demo() -> None:
     """A scripted two-session conversation against a local echo upstream, offline."""

@@ -77,7 +77,11 @@ async def test_recall_at_a_past_time_sees_only_what_was_said_by_then(make_proxy)
 
 async def test_recall_with_nothing_stored_is_not_found_and_says_so(make_proxy):
     proxy = make_proxy()
-    async with proxy.http() as http:
+    async with proxy.http() as http, proxy.client() as client:
+        # a user who has talked, but said nothing worth remembering
+        await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], extra_headers={"X-Salience-User": "nobody"}
+        )
         asked_about_past = (await http.post("/v1/users/nobody/recall", json={"query": "do you remember my dog?"})).json()
         not_about_past = (await http.post("/v1/users/nobody/recall", json={"query": "what should I cook tonight?"})).json()
     assert asked_about_past["found"] is False and asked_about_past["items"] == []

@@ -79,7 +79,7 @@ async def chat_completion(request: Request, tenant: TenantSettings, body: dict[s
         upstream_body = {**body, "messages": inject_context(body["messages"], context)}
         headers = {
             "X-Salience-Memory": "on", "X-Salience-Session": identity.session_id,
-            "X-Salience-Region": tenant.data_region, "X-Salience-Request-Id": identity.request_id,
+            "X-Salience-Region": tenant.region, "X-Salience-Request-Id": identity.request_id,
         }
         if tenant.debug_headers:
             headers.update(await debug_headers(services, tenant, identity, recall, screening, upstream_body, body["messages"]))

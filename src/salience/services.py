@@ -20,6 +20,7 @@ from salience.safety.screen import SafetyService
 from salience.settings import Config, TenantSettings, hash_api_key
 from salience.spool import ExchangeSpool, SpoolReplayer
 from salience.store.base import Store, StoreUnavailable, open_store
+from salience.store.routed import RoutedStore
 from salience.upstream import Upstream, build_upstream
 from salience.worker import ExtractionWorker
 
@@ -42,6 +43,18 @@ class TenantDirectory:
         return found
 
 
+def open_region_stores(config: Config) -> Store:
+    """One store per region a tenant uses (settings.load_config has checked each has one); a
+    single region is that store itself, several are routed by tenant (``store/routed.py``)."""
+    cipher = TenantKeyring.from_config(config)
+    region_of = {tid: tenant.region for tid, tenant in config.tenants.items()}
+    urls = {region: config.server.region_store_url(region) for region in sorted(set(region_of.values()))}
+    if len(urls) == 1:
+        [url] = urls.values()
+        return open_store(url, cipher)  # type: ignore[arg-type]
+    return RoutedStore({region: open_store(url, cipher) for region, url in urls.items()}, region_of)  # type: ignore[arg-type]
+
+
 @dataclass
 class Services:
     config: Config
@@ -59,8 +72,8 @@ class Services:
     auditor: Auditor
 
     def store_for(self, tenant: str) -> Store:
-        """The store holding ``tenant``'s data."""
-        return self.store
+        """The store holding ``tenant``'s data (its region's, when there are several)."""
+        return self.store.of(tenant) if isinstance(self.store, RoutedStore) else self.store
 
     @classmethod
     def build(
@@ -72,7 +85,7 @@ class Services:
         extractor: Extractor | None = None,
         upstreams: dict[str, Upstream] | None = None,
     ) -> "Services":
-        store = store or open_store(config.server.resolved_store_url, TenantKeyring.from_config(config))
+        store = store or open_region_stores(config)
         embedder = embedder or build_embedder(config.server.embedder)
         extractor = WithoutDisclosures(extractor or SelfDisclosureExtractor())
         upstreams = upstreams or {tid: build_upstream(t.upstream) for tid, t in config.tenants.items()}

@@ -38,6 +38,8 @@ class Listen(_Strict):
 
 LOCAL_EMBEDDING_MODELS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 STORE_SCHEMES = ("sqlite:///", "redis://", "rediss://")
+REGION = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+DEFAULT_REGION = "local"
 
 
 class EmbedderSettings(_Strict):
@@ -79,6 +81,24 @@ class ServerSettings(_Strict):
     webhooks: WebhookDeliverySettings = WebhookDeliverySettings()
     # Operator endpoints (/v1/admin/...): off while unset. ``os.environ/SALIENCE_ADMIN_KEY``.
     admin_key: str | None = Field(None, min_length=16)
+    # Data residency: region name -> store URL. The store of ``store_url`` (or the data_dir's
+    # SQLite file) is the region ``local`` unless ``local`` is named here.
+    regions: dict[str, str] = {}
+
+    @field_validator("regions")
+    @classmethod
+    def _region_stores_are_supported(cls, regions: dict[str, str]) -> dict[str, str]:
+        for name, url in regions.items():
+            if not REGION.match(name):
+                raise ValueError(f"{name!r} is not a region name ([a-z0-9_-])")
+            if not isinstance(url, str) or not url.startswith(STORE_SCHEMES):
+                raise ValueError(f"region {name!r}: use sqlite:///path or redis://host:port/db")
+        return regions
+
+    def region_store_url(self, region: str) -> str | None:
+        if region in self.regions:
+            return self.regions[region]
+        return self.resolved_store_url if region == DEFAULT_REGION else None
 
     @field_validator("store_url")
     @classmethod
@@ -211,7 +231,11 @@ class TenantSettings(_Strict):
     upstream: UpstreamSettings = UpstreamSettings()
     memory: MemorySettings = MemorySettings()
     safety: SafetySettings = SafetySettings()
-    data_region: str = "local"  # the region named in headers and exports (docs/compliance.md)
+    # Where this tenant's data lives: a region of salience.yaml ``regions`` (or ``local``, the
+    # default store). Named in the X-Salience-Region header and in exports. ``data_region`` is
+    # the older name of the same setting.
+    region: str = DEFAULT_REGION
+    data_region: str | None = None
     # Encryption at rest: the key that wraps this tenant's per-user data keys, from the
     # environment (e.g. os.environ/SALIENCE_DEMO_MASTER_KEY). Unset: stored unencrypted, with a
     # warning at start-up (a development setup; see docs/compliance.md).
@@ -226,6 +250,12 @@ class TenantSettings(_Strict):
             if len(key) < 8:
                 raise ValueError("an API key must be at least 8 characters")
         return keys
+
+    @model_validator(mode="after")
+    def _data_region_is_region(self) -> "TenantSettings":
+        if self.data_region is not None and self.region == DEFAULT_REGION:
+            object.__setattr__(self, "region", self.data_region)
+        return self
 
     @property
     def api_key_hashes(self) -> list[bytes]:
@@ -315,6 +345,13 @@ def load_config(directory: str | Path) -> Config:
         tenants[tenant_id] = tenant
     if not tenants:
         raise ConfigError(f"{directory / 'tenants'}: no tenant files (*.yaml) found")
+    for tenant in tenants.values():
+        if server.region_store_url(tenant.region) is None:
+            known = ", ".join(sorted({DEFAULT_REGION, *server.regions}))
+            raise ConfigError(
+                f"{directory / 'tenants' / (tenant.id + '.yaml')}: region: tenant {tenant.id!r} is in region "
+                f"{tenant.region!r}, which has no store in {server_file} (regions configured: {known})"
+            )
     from salience.safety.policy import build_policy  # here, not at the top: the policy module imports this one
 
     for tenant in tenants.values():

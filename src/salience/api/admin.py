@@ -22,7 +22,7 @@ async def tenants(request: Request) -> dict[str, Any]:
     for tenant in services.config.tenants.values():
         await services.auditor.record_quietly(tenant.id, None, "admin.access", ["tenants"])
         data.append({
-            "id": tenant.id, "object": "salience.tenant", "region": tenant.data_region,
+            "id": tenant.id, "object": "salience.tenant", "region": tenant.region,
             "api_keys": len(tenant.api_keys), "encrypted": bool(tenant.master_key),
             "retention_days": tenant.retention_days, "debug_headers": tenant.debug_headers,
         })

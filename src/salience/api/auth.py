@@ -28,7 +28,7 @@ def tenant_of(request: Request, response: Response) -> TenantSettings:
     tenant = services.tenants.by_api_key(key.strip())
     if tenant is None:
         raise SalienceError(401, "incorrect API key provided", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
-    response.headers[REGION_HEADER] = tenant.data_region  # where this tenant's data lives
+    response.headers[REGION_HEADER] = tenant.region  # where this tenant's data lives
     return tenant
 
 

@@ -21,7 +21,7 @@ async def delete_user(user_id: str, request: Request, tenant: TenantSettings = D
     """Erase the user entirely (their data key included); the audit log keeps ids only."""
     services: Services = request.app.state.services
     receipt = await erase_user(services, await known_user(services, tenant, user_id))
-    return {"id": user_id, "object": "salience.user.deleted", "deleted": True, "receipt": receipt_json(receipt, tenant.data_region)}
+    return {"id": user_id, "object": "salience.user.deleted", "deleted": True, "receipt": receipt_json(receipt, tenant.region)}
 
 
 @router.get("/export")

@@ -160,5 +160,5 @@ async def delete_memory(
         raise SalienceError(404, f"no memory {memory_id!r} for this user", param="memory_id", code="memory_not_found")
     return {
         "id": memory_id, "object": "salience.memory.deleted", "deleted": True,
-        "receipt": receipt_json(receipt, tenant.data_region),
+        "receipt": receipt_json(receipt, tenant.region),
     }

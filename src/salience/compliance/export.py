@@ -64,7 +64,7 @@ async def export_user(
         "object": "salience.export",
         "tenant": user.tenant,
         "user": user.user,
-        "region": tenant.data_region,
+        "region": tenant.region,
         "exported_at": now.isoformat(),
         "memories": memories,
         "entities": [],  # entities arrive with the entity graph

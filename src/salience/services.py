@@ -11,6 +11,7 @@ from salience.model import ExtractionJob, MemoryItem, UserRef
 
 from salience.compliance.audit import Auditor
 from salience.compliance.crypto import TenantKeyring
+from salience.compliance.retention import RetentionSweeper
 from salience.memory.embed import Embedder, build_embedder
 from salience.memory.extract import Extractor, SelfDisclosureExtractor
 from salience.memory.recall import Recaller
@@ -70,6 +71,7 @@ class Services:
     safety: SafetyService
     escalations: EscalationSender
     auditor: Auditor
+    retention: RetentionSweeper
 
     def store_for(self, tenant: str) -> Store:
         """The store holding ``tenant``'s data (its region's, when there are several)."""
@@ -90,12 +92,14 @@ class Services:
         extractor = WithoutDisclosures(extractor or SelfDisclosureExtractor())
         upstreams = upstreams or {tid: build_upstream(t.upstream) for tid, t in config.tenants.items()}
         spool = ExchangeSpool(config.server.data_dir / "spool")
+        auditor = Auditor(lambda tenant: store)  # type: ignore[arg-type]
+        recaller = Recaller(store, embedder)
         services = cls(
             config=config,
             store=store,
             embedder=embedder,
             extractor=extractor,
-            recaller=Recaller(store, embedder),
+            recaller=recaller,
             worker=ExtractionWorker(
                 store, extractor, embedder, lease=timedelta(seconds=config.server.extraction.lease_seconds)
             ),
@@ -105,7 +109,10 @@ class Services:
             replayer=SpoolReplayer(spool, store, config.tenants),
             safety=SafetyService.build(config, store),
             escalations=EscalationSender(store, config.tenants, config.server.webhooks),
-            auditor=Auditor(lambda tenant: store),  # type: ignore[arg-type]
+            auditor=auditor,
+            retention=RetentionSweeper(
+                lambda tenant: store, config.tenants, auditor, recaller.cache.forget, config.server.retention_poll_seconds
+            ),
         )
         services.wire_audit()
         return services
@@ -141,11 +148,13 @@ class Services:
             self.worker.start()
             self.replayer.start(on_queued=self.worker.notify)
             self.escalations.start()
+            self.retention.start()
 
     async def stop(self) -> None:
         await self.replayer.stop()
         await self.worker.stop()
         await self.escalations.stop()
+        await self.retention.stop()
         for upstream in self.upstreams.values():
             await upstream.aclose()
         await self.store.close()

@@ -84,6 +84,8 @@ class ServerSettings(_Strict):
     # Data residency: region name -> store URL. The store of ``store_url`` (or the data_dir's
     # SQLite file) is the region ``local`` unless ``local`` is named here.
     regions: dict[str, str] = {}
+    # How often tenants' retention_days are enforced (expired memories erased).
+    retention_poll_seconds: float = Field(3600.0, gt=0)
 
     @field_validator("regions")
     @classmethod

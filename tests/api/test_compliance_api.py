@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
@@ -252,3 +253,21 @@ async def test_export_cli_writes_the_users_data(make_proxy, upstream, tmp_path):
          "--out", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120, env=env,
     )
     assert missing.returncode == 1 and not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("store_backend", STORE_BACKENDS, indirect=True)
+async def test_retention_erases_expired_memories_with_audit_entries(make_proxy, upstream):
+    proxy = make_proxy(upstream, tenant={"retention_days": 30}, server={"retention_poll_seconds": 0.2})
+    async with proxy.client() as client, proxy.http() as http:
+        await ask(client, "ida", "My cat Pumpernickel sleeps on my keyboard every morning.")  # said today: kept
+        [recent] = await wait_for_memories(http, "ida", 1)
+        await http.post("/v1/users/ida/import", json=import_five())  # said in March 2024: expired
+        for _ in range(100):
+            listed = (await http.get("/v1/users/ida/memories")).json()["data"]
+            if len(listed) == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert [m["id"] for m in listed] == [recent["id"]]
+        entries = (await http.get("/v1/users/ida/audit")).json()["data"]
+        assert len([e for e in entries if e["action"] == "retention.erase"]) == 5
+        assert "Biscuit" not in str((await http.get("/v1/users/ida/export")).json())

@@ -59,9 +59,11 @@ class Verification:
     entries: int
     bad_seq: int | None = None  # the first entry that does not hold (or where one is missing)
     reason: str = ""
+    head_hash: str | None = None  # the last hash: keep it elsewhere to detect a rewritten chain
 
     def as_json(self) -> dict[str, object]:
-        return {"tenant": self.tenant, "ok": self.ok, "entries": self.entries, "bad_seq": self.bad_seq, "reason": self.reason}
+        return {"tenant": self.tenant, "ok": self.ok, "entries": self.entries, "bad_seq": self.bad_seq,
+                "reason": self.reason, "head_hash": self.head_hash}
 
 
 def verify_chain(tenant: str, entries: list[AuditEntry], head: tuple[int, str] | None) -> Verification:
@@ -84,7 +86,7 @@ def verify_chain(tenant: str, entries: list[AuditEntry], head: tuple[int, str] |
     if head is not None and last != head:
         return Verification(tenant, False, len(entries), len(entries) + 1 if entries else 1,
                             f"the chain ends at seq {len(entries)} but its head says {head[0]}: entries were removed")
-    return Verification(tenant, True, len(entries))
+    return Verification(tenant, True, len(entries), head_hash=prev if entries else None)
 
 
 async def verify_tenant(store: Store, tenant: str) -> Verification:

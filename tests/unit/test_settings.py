@@ -83,6 +83,27 @@ def test_the_shipped_example_config_is_valid(monkeypatch):
     assert load_config("config").tenants["demo"].upstream.model == "gpt-4o-mini"
 
 
+def test_the_shipped_config_has_a_second_tenant_and_reads_compliance_secrets(monkeypatch):
+    monkeypatch.setenv("SALIENCE_DEMO_API_KEY", "sk-demo-for-test")
+    monkeypatch.setenv("SALIENCE_ACME_API_KEY", "sk-acme-for-test")
+    monkeypatch.setenv("SALIENCE_ACME_MASTER_KEY", "m" * 40)
+    monkeypatch.setenv("SALIENCE_ADMIN_KEY", "admin-key-for-tests")
+    monkeypatch.delenv("SALIENCE_DEMO_MASTER_KEY", raising=False)
+    config = load_config("config")
+    assert config.tenants["acme"].api_keys == ["sk-acme-for-test"]
+    assert config.tenants["acme"].master_key == "m" * 40 and config.tenants["demo"].master_key is None
+    assert config.server.admin_key == "admin-key-for-tests"
+    assert {t.region for t in config.tenants.values()} == {"local"}
+
+
+def test_regions_and_the_older_data_region_name(tmp_path):
+    write_config(tmp_path, {"a": {"region": "eu"}, "b": {"data_region": "eu"}, "c": {}},
+                 {"regions": {"eu": "sqlite:///eu.db"}})
+    config = load_config(tmp_path)
+    assert [config.tenants[t].region for t in "abc"] == ["eu", "eu", "local"]
+    assert config.server.region_store_url("eu") == "sqlite:///eu.db"
+
+
 @pytest.mark.parametrize(
     ("tenant", "server", "reason"),
     [
@@ -90,6 +111,8 @@ def test_the_shipped_example_config_is_valid(monkeypatch):
         ({"upstream": {"transport": "litellm"}}, {}, "needs model"),
         ({}, {"store_url": "mongodb://x"}, "unsupported store URL"),
         ({}, {"embedder": {"model": "bge-large"}}, "all-MiniLM-L6-v2 only"),
+        ({"master_key": "too-short"}, {}, "at least 32 characters"),
+        ({}, {"regions": {"eu": "mongodb://x"}}, "region 'eu'"),
     ],
 )
 def test_impossible_settings_are_config_errors(tmp_path, tenant, server, reason):

@@ -15,6 +15,11 @@ async def wait_for_memories(http: httpx.AsyncClient, user: str, at_least: int = 
         if response.status_code == 503 and time.monotonic() < deadline:  # the store is coming back
             await asyncio.sleep(0.1)
             continue
+        if response.status_code == 404:  # the user's first exchange is not stored yet
+            if time.monotonic() > deadline:
+                return []
+            await asyncio.sleep(0.1)
+            continue
         response.raise_for_status()
         data = response.json()["data"]
         if len(data) >= at_least or time.monotonic() > deadline:

@@ -127,7 +127,9 @@ async def test_deleting_the_safety_memory_stops_its_injection(make_proxy, upstre
         assert "<safety>" in memory_block(upstream.last_messages())
 
         deleted = await http.delete(f"/v1/users/eli/memories/{safety['id']}")
-        assert deleted.json() == {"id": safety["id"], "object": "salience.memory.deleted", "deleted": True}
+        body = deleted.json()
+        assert {k: body[k] for k in ("id", "object", "deleted")} == {"id": safety["id"], "object": "salience.memory.deleted", "deleted": True}
+        assert body["receipt"]["memory_id"] == safety["id"] and body["receipt"]["removed"]["memories"] == 1
         assert (await http.get(f"/v1/users/eli/memories/{safety['id']}")).status_code == 404
         assert (await http.delete(f"/v1/users/eli/memories/{safety['id']}")).status_code == 404
 

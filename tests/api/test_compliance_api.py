@@ -121,8 +121,11 @@ async def test_erasing_a_user_leaves_no_row_of_theirs_in_the_sqlite_file(make_pr
         removed = erased.json()["receipt"]["removed"]
         assert removed["memories"] >= 6 and removed["data_keys"] == 1 and removed["safety_records"] == 1
         assert removed["sessions"] >= 1 and removed["messages"] >= 6
-        for path in ("/memories", "/export", "/audit", ""):
-            assert (await http.get(f"/v1/users/wiktoria-erased{path}")).status_code in (404, 405)
+        for path in ("/memories", "/export"):
+            assert (await http.get(f"/v1/users/wiktoria-erased{path}")).status_code == 404
+        assert (await http.delete("/v1/users/wiktoria-erased")).status_code == 404
+        audit = (await http.get("/v1/users/wiktoria-erased/audit")).json()["data"]  # the erasure stays provable
+        assert audit[-1]["action"] == "user.erase" and "Pumpernickel" not in str(audit)
         assert len(await wait_for_memories(http, "kept-user", 1)) >= 1
     assert user_rows_outside_audit(db, "wiktoria-erased") == []
     # the audit log keeps what happened, by id, without content

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from salience.api.auth import tenant_of
-from salience.api.memory import known_user
+from salience.api.memory import known_user, user_ref
 from salience.compliance.erasure import erase_user, receipt_json
 from salience.compliance.export import export_user
 from salience.services import Services
@@ -32,8 +32,12 @@ async def export(user_id: str, request: Request, tenant: TenantSettings = Depend
 
 @router.get("/audit")
 async def audit(user_id: str, request: Request, tenant: TenantSettings = Depends(tenant_of)) -> dict[str, Any]:
-    """The audit entries about this user, in chain order (ids and actions, no content)."""
+    """The audit entries about this user, in chain order (ids and actions, no content). They
+    outlive an erased user, so the erasure itself stays provable; a user the tenant never had
+    (or another tenant's) has no entries in this tenant's chain and gets 404."""
     services: Services = request.app.state.services
-    user = await known_user(services, tenant, user_id)
+    user = user_ref(tenant, user_id)
     entries = await services.auditor.for_user(user)
+    if not entries:
+        await known_user(services, tenant, user_id)
     return {"object": "list", "data": [entry.to_json() for entry in entries]}

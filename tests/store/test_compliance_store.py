@@ -187,3 +187,12 @@ async def test_expired_memories_skip_pinned_and_recent(backend):
     found = await store.expired_memories("tenant-a", utcnow() + timedelta(seconds=1), 100)
     assert sorted(m for _, m in found) == ["mem-alice-0", "mem-alice-1", "mem-alice-2"]
     assert {u for u, _ in found} == {ALICE}
+
+
+async def test_a_job_erased_while_being_processed_commits_nothing(backend):
+    store, _ = backend
+    await store.enqueue_extraction(ExtractionJob("job-late", ALICE, "s1", [message("msg-late", SECRET)]), utcnow())
+    [claimed] = await store.claim_extraction_jobs(5, utcnow(), timedelta(seconds=30))
+    await store.erase_user(ALICE, utcnow())  # the worker is still extracting
+    await store.commit_extraction(claimed, [memory("mem-late", SECRET, "msg-late")], [])
+    assert await store.load_memories(ALICE) == [] and not await store.user_exists(ALICE)

@@ -433,6 +433,8 @@ class RedisStore:
     async def commit_extraction(
         self, job: ExtractionJob, added: list[MemoryItem], reinforced: list[MemoryItem]
     ) -> None:
+        if job.attempts > 0 and not await self._redis.exists(f"{QUEUE}:job:{job.id}"):
+            return  # a claimed job whose record is gone: erased while it was being processed
         prefix = user_prefix(job.user)
         data_key = await self._key(job.user, create=True)
         args: list[Any] = [DONE_TTL, "", len(job.messages)]

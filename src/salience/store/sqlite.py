@@ -448,6 +448,8 @@ class SQLiteStore:
                 done = conn.execute("SELECT status FROM extraction_jobs WHERE id=?", (job.id,)).fetchone()
                 if done is not None and done["status"] == "done":
                     return  # another worker finished it first: applying twice would double-count
+                if done is None and job.attempts > 0:
+                    return  # a claimed job whose row is gone: erased while it was being processed
                 self._insert_messages(conn, user, job.messages)
                 conn.executemany(
                     "INSERT OR IGNORE INTO memories" + MEMORY_COLUMNS,

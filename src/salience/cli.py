@@ -211,7 +211,13 @@ def export_command(
         finally:
             await services.stop()
 
-    data = asyncio.run(run())
+    from salience.store.base import MasterKeyMissing
+
+    try:
+        data = asyncio.run(run())
+    except MasterKeyMissing:
+        console.print(f"[red]tenant {tenant!r}'s data is encrypted and its master_key is not set[/red] (see docs/compliance.md)")
+        raise typer.Exit(2) from None
     if data is None:
         console.print(f"[red]no user {user!r}[/red] in tenant {tenant!r}")
         raise typer.Exit(1)

@@ -13,7 +13,7 @@ import redis
 from salience.compliance.audit import verify_chain
 from salience.compliance.crypto import TenantKeyring
 from salience.model import AuditDraft, ExtractionJob, MemoryItem, Message, OutboxEvent, SafetyRecord, UserRef, utcnow
-from salience.store.base import open_store
+from salience.store.base import MasterKeyMissing, open_store
 from tests.conftest import STORE_BACKENDS
 
 ALICE = UserRef("tenant-a", "alice")
@@ -196,3 +196,18 @@ async def test_a_job_erased_while_being_processed_commits_nothing(backend):
     await store.erase_user(ALICE, utcnow())  # the worker is still extracting
     await store.commit_extraction(claimed, [memory("mem-late", SECRET, "msg-late")], [])
     assert await store.load_memories(ALICE) == [] and not await store.user_exists(ALICE)
+
+
+async def test_encrypted_text_is_never_returned_without_its_master_key(backend, tmp_path):
+    store, inspect = backend
+    await remember(store, ALICE, n=1)
+    url = inspect.url if not isinstance(inspect, Path) else f"sqlite:///{inspect}"
+    keyless = open_store(url)  # the same data, the tenant's master key not configured
+    await keyless.open()
+    try:
+        with pytest.raises(MasterKeyMissing):
+            await keyless.load_memories(ALICE)
+        with pytest.raises(MasterKeyMissing):
+            await keyless.get_memory(ALICE, "mem-alice-0")
+    finally:
+        await keyless.close()

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from salience.errors import SalienceError
-from salience.store.base import StoreUnavailable
+from salience.store.base import MasterKeyMissing, StoreUnavailable
 
 log = logging.getLogger("salience.api")
 
@@ -51,6 +51,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             SalienceError(503, "the memory store is unreachable; try again shortly", type="api_error",
                           code="store_unavailable", headers={"retry-after": "2"})
+        )
+
+    @app.exception_handler(MasterKeyMissing)
+    async def master_key_missing(request: Request, exc: MasterKeyMissing) -> Response:
+        log.error("tenant %s: stored data is encrypted but no master key is configured", exc)
+        return error_response(
+            SalienceError(500, "stored data is encrypted and the tenant's master key is not configured",
+                          type="api_error", code="master_key_missing")
         )
 
     @app.exception_handler(Exception)

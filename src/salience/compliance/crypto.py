@@ -72,8 +72,6 @@ class TenantKeyring:
         return PREFIX + base64.b64encode(nonce + sealed).decode()
 
     def open(self, key: bytes, token: str, context: str) -> str:
-        if not token.startswith(PREFIX):
-            return token  # written before encryption was turned on for this tenant
         raw = base64.b64decode(token[len(PREFIX):])
         try:
             return AESGCM(key).decrypt(raw[:NONCE], raw[NONCE:], context.encode()).decode()

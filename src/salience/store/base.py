@@ -9,6 +9,7 @@ naming their tenant.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
@@ -29,6 +30,19 @@ class StoreUnavailable(Exception):
     """The store cannot be reached right now (a network store that is down or timing out).
 
     The request path answers in pass-through instead of failing; see ``pipeline``."""
+
+
+class MasterKeyMissing(Exception):
+    """Stored text is encrypted, but its tenant has no master key configured (or the user's
+    data key is gone): it is never returned as if it were the text."""
+
+
+SEALED = re.compile(r"^enc1:[A-Za-z0-9+/]{38,}={0,2}$")
+
+
+def looks_sealed(text: str) -> bool:
+    """A value sealed by a ``FieldCipher`` (``enc1:`` + base64 of nonce, ciphertext and tag)."""
+    return text.startswith("enc1:") and SEALED.match(text) is not None
 
 
 class FieldCipher(Protocol):

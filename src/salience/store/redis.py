@@ -65,7 +65,7 @@ from salience.model import (
     new_id,
 )
 from salience.store import redis_scripts as scripts
-from salience.store.base import FieldCipher, StoreUnavailable
+from salience.store.base import FieldCipher, MasterKeyMissing, StoreUnavailable, looks_sealed
 from salience.store.sqlite_schema import _message_from_json, _message_to_json
 
 P = ParamSpec("P")
@@ -202,8 +202,10 @@ class RedisStore:
         return self.cipher.seal(key, text, f"{user.tenant}\x1f{user.user}\x1f{field}")
 
     def _unseal(self, key: bytes | None, user: UserRef, text: str | None, field: str) -> str | None:
-        if key is None or text is None or self.cipher is None:
-            return text
+        if text is None or not looks_sealed(text):
+            return text  # written in clear (a tenant without a master key)
+        if key is None or self.cipher is None:
+            raise MasterKeyMissing(user.tenant)
         return self.cipher.open(key, text, f"{user.tenant}\x1f{user.user}\x1f{field}")
 
     def _seal_memory(self, key: bytes | None, user: UserRef, item: MemoryItem) -> MemoryItem:

@@ -32,7 +32,7 @@ from salience.model import (
     chain_entry,
     new_id,
 )
-from salience.store.base import FieldCipher
+from salience.store.base import FieldCipher, MasterKeyMissing, looks_sealed
 from salience.store.sqlite_schema import (
     MEMORY_COLUMNS,
     MIGRATIONS,
@@ -139,11 +139,11 @@ class SQLiteStore:
         return self.cipher.seal(key, text, f"{user.tenant}\x1f{user.user}\x1f{field}")
 
     def _unseal(self, conn: sqlite3.Connection, user: UserRef, text: str | None, field: str) -> str | None:
-        if text is None or self.cipher is None or not self.cipher.encrypts(user.tenant):
-            return text
+        if text is None or not looks_sealed(text):
+            return text  # written in clear (a tenant without a master key)
         key = self._key(conn, user, create=False)
-        if key is None:
-            return text
+        if key is None or self.cipher is None:
+            raise MasterKeyMissing(user.tenant)
         return self.cipher.open(key, text, f"{user.tenant}\x1f{user.user}\x1f{field}")
 
     def _seal_memory(self, conn: sqlite3.Connection, user: UserRef, item: MemoryItem) -> MemoryItem:

@@ -211,3 +211,14 @@ async def test_encrypted_text_is_never_returned_without_its_master_key(backend, 
             await keyless.get_memory(ALICE, "mem-alice-0")
     finally:
         await keyless.close()
+
+
+async def test_receipts_name_the_same_kinds_on_every_backend(backend):
+    store, _ = backend
+    await remember(store, ALICE)
+    one = await store.erase_memory(ALICE, "mem-alice-1", utcnow())
+    assert set(one.removed) == {"memories", "embeddings", "messages", "extraction_jobs", "traces", "safety_references"}
+    everything = await store.erase_user(ALICE, utcnow())
+    assert set(everything.removed) == {"memories", "embeddings", "messages", "sessions", "extraction_jobs", "traces",
+                                       "safety_records", "data_keys", "outbox_events"}
+    assert everything.removed["memories"] == 2 and everything.removed["embeddings"] == 2

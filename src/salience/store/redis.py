@@ -624,9 +624,10 @@ class RedisStore:
             payload = json.loads(record.get(b"payload", b"{}"))
             if record.get(b"tenant", b"").decode() == user.tenant and payload.get("user") == user.user:
                 events.append(key.decode().removeprefix(f"{OUTBOX}:event:"))
+        dropped = 0
         if events:
             dropped = await self._outbox_drop(keys=[f"{OUTBOX}:due", f"{OUTBOX}:pending"], args=[f"{OUTBOX}:event:", *events])
-            receipt.count("outbox_events", int(dropped))
+        receipt.count("outbox_events", int(dropped))
         # Everything under the user's hash tag: memories, messages, sessions, safety, the data
         # key (crypto-shredding), done markers, the version.
         keys = await self._scan(_glob(prefix) + ":*")

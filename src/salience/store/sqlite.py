@@ -596,7 +596,7 @@ class SQLiteStore:
                 ).fetchone()
                 if row is None:
                     return None
-                receipt = ErasureReceipt(user, now, memory_id)
+                receipt = ErasureReceipt(user, now, memory_id, {"messages": 0, "extraction_jobs": 0})
                 sources: list[str] = json.loads(row["sources"])
                 conn.execute("DELETE FROM memories WHERE tenant=? AND user_id=? AND id=?", (user.tenant, user.user, memory_id))
                 receipt.count("memories", 1)

@@ -9,6 +9,10 @@ Key layout (``docs/scaling.md`` has the measured sizes):
     salience:{t:u}:meta            hash   version (bumped on every memory change), seq
     salience:{t:u}:done:<job>      string a committed job (expires): commits apply once
     salience:{t:u}:safety          hash   record (SafetyRecord JSON), updated_at
+    salience:{t:u}:entities        hash   entity id -> Entity JSON (aliases, relation, type)
+    salience:{t:u}:ent:<eid>       set    memory ids linked to the entity
+    salience:{t:u}:mement:<mid>    set    entity ids linked to the memory (erasure by memory id)
+    salience:{t:u}:signals         hash   message id -> MessageSignal JSON (the arc's input)
     salience:{queue}:stream        stream extraction jobs, consumer group ``workers``
     salience:{queue}:job:<id>      hash   the job: user, messages, status, attempts, entry
     salience:{queue}:delayed       zset   job id -> when a retried job is due again
@@ -42,9 +46,20 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 from redis.retry import Retry
 
-from salience.model import ExtractionJob, MemoryItem, Message, OutboxEvent, SafetyRecord, UserRef, new_id
+from salience.model import (
+    Entity,
+    ExtractionJob,
+    MemoryItem,
+    Message,
+    MessageSignal,
+    OutboxEvent,
+    SafetyRecord,
+    UserRef,
+    new_id,
+)
 from salience.store import redis_scripts as scripts
 from salience.store.base import StoreUnavailable
 from salience.store.sqlite_schema import _message_from_json, _message_to_json
@@ -154,6 +169,7 @@ class RedisStore:
         self._retry = self._redis.register_script(scripts.RETRY)
         self._delete_memory = self._redis.register_script(scripts.DELETE_MEMORY)
         self._save_safety = self._redis.register_script(scripts.SAVE_SAFETY)
+        self._unlink_memory = self._redis.register_script(scripts.UNLINK_MEMORY)
         self._outbox_enqueue = self._redis.register_script(scripts.OUTBOX_ENQUEUE)
         self._outbox_claim = self._redis.register_script(scripts.OUTBOX_CLAIM)
         self._outbox_ack = self._redis.register_script(scripts.OUTBOX_ACK)
@@ -239,7 +255,77 @@ class RedisStore:
         deleted = await self._delete_memory(
             keys=[f"{prefix}:mem:{memory_id}", f"{prefix}:mems", f"{prefix}:meta"], args=[memory_id]
         )
+        if deleted == 1:
+            await self.unlink_memory(user, memory_id)
         return deleted == 1
+
+    # -- the person model: entities and message signals -----------------------------------------
+    @_unavailable_on_connection_errors
+    async def unlink_memory(self, user: UserRef, memory_id: str) -> None:
+        prefix = user_prefix(user)
+        entity_ids = sorted(m.decode() for m in await self._redis.smembers(f"{prefix}:mement:{memory_id}"))
+        await self._unlink_memory(
+            keys=[f"{prefix}:mement:{memory_id}", f"{prefix}:entities", f"{prefix}:meta",
+                  *(f"{prefix}:ent:{e}" for e in entity_ids)],
+            args=[memory_id, *entity_ids],
+        )
+
+    @_unavailable_on_connection_errors
+    async def save_entities(self, user: UserRef, entities: list[Entity], links: list[tuple[str, str]]) -> None:
+        if not entities and not links:
+            return
+        prefix = user_prefix(user)
+        key = f"{prefix}:entities"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            while True:  # optimistic: the aliases are a union with what another worker just saved
+                try:
+                    await pipe.watch(key)
+                    stored = await pipe.hmget(key, [e.id for e in entities]) if entities else []
+                    pipe.multi()
+                    for entity, raw in zip(entities, stored):
+                        doc = entity.to_json()
+                        if raw:
+                            doc["aliases"] = list(dict.fromkeys([*json.loads(raw).get("aliases", []), *entity.aliases]))
+                        pipe.hset(key, entity.id, json.dumps(doc))
+                    for entity_id, memory_id in links:
+                        pipe.sadd(f"{prefix}:ent:{entity_id}", memory_id)
+                        pipe.sadd(f"{prefix}:mement:{memory_id}", entity_id)
+                    pipe.hincrby(f"{prefix}:meta", "version", 1)
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue
+
+    @_unavailable_on_connection_errors
+    async def load_entities(self, user: UserRef) -> list[Entity]:
+        prefix = user_prefix(user)
+        docs = await self._redis.hgetall(f"{prefix}:entities")
+        ids = [entity_id.decode() for entity_id in docs]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for entity_id in ids:
+                pipe.smembers(f"{prefix}:ent:{entity_id}")
+            members = await pipe.execute()
+        entities = [
+            Entity.from_json(json.loads(docs[entity_id.encode()]), sorted(m.decode() for m in linked))
+            for entity_id, linked in zip(ids, members)
+        ]
+        return sorted(entities, key=lambda e: (e.first_seen.timestamp() if e.first_seen else 0.0, e.id))
+
+    @_unavailable_on_connection_errors
+    async def save_message_signals(self, user: UserRef, signals: list[MessageSignal]) -> None:
+        if not signals:
+            return
+        prefix = user_prefix(user)
+        async with self._redis.pipeline(transaction=True) as tx:
+            tx.hset(f"{prefix}:signals", mapping={s.message_id: json.dumps(s.to_json()) for s in signals})
+            tx.hincrby(f"{prefix}:meta", "version", 1)
+            await tx.execute()
+
+    @_unavailable_on_connection_errors
+    async def load_message_signals(self, user: UserRef) -> list[MessageSignal]:
+        raw = await self._redis.hvals(f"{user_prefix(user)}:signals")
+        signals = [MessageSignal.from_json(json.loads(value)) for value in raw]
+        return sorted(signals, key=lambda s: (s.created_at, s.message_id))
 
     # -- safety ---------------------------------------------------------------------------------
     @_unavailable_on_connection_errors

@@ -169,6 +169,21 @@ redis.call('HINCRBY', KEYS[3], 'version', 1)
 return 1
 """
 
+# KEYS: the memory's entity set (mement:<mid>), entities hash, meta hash, then ent:<eid> per
+# linked entity. ARGV: memory id, then the entity ids in the same order. Drops the links and
+# every entity left with no memory (erasure of a memory's derived data).
+UNLINK_MEMORY = """
+for i = 4, #KEYS do
+  redis.call('SREM', KEYS[i], ARGV[1])
+  if redis.call('SCARD', KEYS[i]) == 0 then
+    redis.call('HDEL', KEYS[2], ARGV[i - 2])
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HINCRBY', KEYS[3], 'version', 1)
+return 1
+"""
+
 # KEYS: safety hash, memory order zset, meta hash, then one key per pinned memory.
 # ARGV: record json, updated at, #pinned, per pinned: id, #field-values, field-values...
 # A pinned memory is replaced whole (a field it no longer has, like ``emb``, goes) and moves to

@@ -16,7 +16,17 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
-from salience.model import ExtractionJob, MemoryItem, Message, OutboxEvent, SafetyRecord, UserRef, new_id
+from salience.model import (
+    Entity,
+    ExtractionJob,
+    MemoryItem,
+    Message,
+    MessageSignal,
+    OutboxEvent,
+    SafetyRecord,
+    UserRef,
+    new_id,
+)
 from salience.store.sqlite_schema import (
     MEMORY_COLUMNS,
     MIGRATIONS,
@@ -206,12 +216,104 @@ class SQLiteStore:
                     "DELETE FROM memories WHERE tenant=? AND user_id=? AND id=?", (user.tenant, user.user, memory_id)
                 )
                 if cursor.rowcount:
+                    self._unlink_memory(conn, user, memory_id)
                     _bump_version(conn, user)
                 return cursor.rowcount > 0
 
             return self._transaction(conn, body)
 
         return await self._run(delete)
+
+    # -- the person model: entities and message signals ---------------------------------------
+    @staticmethod
+    def _unlink_memory(conn: sqlite3.Connection, user: UserRef, memory_id: str) -> None:
+        conn.execute(
+            "DELETE FROM entity_links WHERE tenant=? AND user_id=? AND memory_id=?", (user.tenant, user.user, memory_id)
+        )
+        conn.execute(
+            "DELETE FROM entities WHERE tenant=? AND user_id=? AND NOT EXISTS (SELECT 1 FROM entity_links l"
+            " WHERE l.tenant=entities.tenant AND l.user_id=entities.user_id AND l.entity_id=entities.id)",
+            (user.tenant, user.user),
+        )
+
+    async def unlink_memory(self, user: UserRef, memory_id: str) -> None:
+        def unlink(conn: sqlite3.Connection) -> None:
+            def body() -> None:
+                self._unlink_memory(conn, user, memory_id)
+                _bump_version(conn, user)
+
+            self._transaction(conn, body)
+
+        await self._run(unlink)
+
+    async def save_entities(self, user: UserRef, entities: list[Entity], links: list[tuple[str, str]]) -> None:
+        def save(conn: sqlite3.Connection) -> None:
+            def body() -> None:
+                for entity in entities:
+                    row = conn.execute(
+                        "SELECT doc FROM entities WHERE tenant=? AND user_id=? AND id=?", (user.tenant, user.user, entity.id)
+                    ).fetchone()
+                    doc = entity.to_json()
+                    if row is not None:
+                        stored = json.loads(row[0])
+                        doc["aliases"] = list(dict.fromkeys([*stored.get("aliases", []), *entity.aliases]))
+                    conn.execute(
+                        "INSERT OR REPLACE INTO entities (tenant, user_id, id, doc, first_seen) VALUES (?,?,?,?,?)",
+                        (user.tenant, user.user, entity.id, json.dumps(doc), doc["first_seen"]),
+                    )
+                conn.executemany(
+                    "INSERT OR IGNORE INTO entity_links (tenant, user_id, entity_id, memory_id) VALUES (?,?,?,?)",
+                    [(user.tenant, user.user, entity_id, memory_id) for entity_id, memory_id in links],
+                )
+                if entities or links:
+                    _bump_version(conn, user)
+
+            self._transaction(conn, body)
+
+        await self._run(save)
+
+    async def load_entities(self, user: UserRef) -> list[Entity]:
+        def load(conn: sqlite3.Connection) -> list[Entity]:
+            links: dict[str, list[str]] = {}
+            for row in conn.execute(
+                "SELECT entity_id, memory_id FROM entity_links WHERE tenant=? AND user_id=? ORDER BY rowid",
+                (user.tenant, user.user),
+            ):
+                links.setdefault(row[0], []).append(row[1])
+            rows = conn.execute(
+                "SELECT id, doc FROM entities WHERE tenant=? AND user_id=? ORDER BY first_seen, rowid",
+                (user.tenant, user.user),
+            ).fetchall()
+            return [Entity.from_json(json.loads(row[1]), links.get(row[0], [])) for row in rows]
+
+        return await self._run(load)
+
+    async def save_message_signals(self, user: UserRef, signals: list[MessageSignal]) -> None:
+        def save(conn: sqlite3.Connection) -> None:
+            def body() -> None:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO message_signals (tenant, user_id, message_id, created_at, doc) VALUES (?,?,?,?,?)",
+                    [
+                        (user.tenant, user.user, s.message_id, s.created_at.timestamp(), json.dumps(s.to_json()))
+                        for s in signals
+                    ],
+                )
+                if signals:
+                    _bump_version(conn, user)
+
+            self._transaction(conn, body)
+
+        await self._run(save)
+
+    async def load_message_signals(self, user: UserRef) -> list[MessageSignal]:
+        def load(conn: sqlite3.Connection) -> list[MessageSignal]:
+            rows = conn.execute(
+                "SELECT doc FROM message_signals WHERE tenant=? AND user_id=? ORDER BY created_at, rowid",
+                (user.tenant, user.user),
+            ).fetchall()
+            return [MessageSignal.from_json(json.loads(row[0])) for row in rows]
+
+        return await self._run(load)
 
     # -- safety -----------------------------------------------------------------------------------
     async def get_safety_record(self, user: UserRef) -> SafetyRecord | None:

@@ -38,6 +38,16 @@ class TenantDirectory:
         return found
 
 
+def build_extractor(config: Config) -> Extractor:
+    """The LLM extractor when ``extraction.llm`` is configured, else the offline one."""
+    settings = config.server.extraction.llm
+    if settings is None:
+        return SelfDisclosureExtractor()
+    from salience.memory.llm_extract import LLMExtractor  # imports litellm: only when configured
+
+    return LLMExtractor(settings)
+
+
 @dataclass
 class Services:
     config: Config
@@ -65,7 +75,7 @@ class Services:
     ) -> "Services":
         store = store or open_store(config.server.resolved_store_url)
         embedder = embedder or build_embedder(config.server.embedder)
-        extractor = WithoutDisclosures(extractor or SelfDisclosureExtractor())
+        extractor = WithoutDisclosures(extractor or build_extractor(config))
         upstreams = upstreams or {tid: build_upstream(t.upstream) for tid, t in config.tenants.items()}
         spool = ExchangeSpool(config.server.data_dir / "spool")
         return cls(

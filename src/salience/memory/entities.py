@@ -57,9 +57,13 @@ MODIFIERS = r"(?:(?:best|older|younger|big|little|baby|twin|new|old|late|ex-)\s*
 RELATION_WORDS = "|".join(sorted(RELATIONS, key=len, reverse=True))
 NAME = r"[A-Z][a-z]+(?:[-'][A-Z][a-z]+)?"
 FULL_NAME = rf"{NAME}(?:\s{NAME})?"
+# "my sister Sarah", "my sister, Sarah, ..." (an appositive closes with a comma, "and" or the
+# end), but not "my kids, Seeing them ..."
 RELATION_THEN_NAME = re.compile(
-    rf"\b(?P<det>[Mm]y|[Oo]ur)\s+{MODIFIERS}(?P<rel>{RELATION_WORDS})\b(?:(?:,\s*|\s+)(?P<name>{FULL_NAME}))?"
+    rf"\b(?P<det>[Mm]y|[Oo]ur)\s+{MODIFIERS}(?P<rel>{RELATION_WORDS})\b"
+    rf"(?:\s+(?:named\s+|called\s+)?(?P<name>{FULL_NAME})|,\s*(?P<apposed>{FULL_NAME})(?=\s*(?:,|\band\b|[.!?)]|$)))?"
 )
+NAMED = re.compile(rf"\b(?:a|an|another|one)\s+(?P<rel>{RELATION_WORDS})\s+(?:named|called)\s+(?P<name>{NAME})\b")
 NAME_THEN_RELATION = re.compile(rf"\b(?P<name>{FULL_NAME}),?\s+\(?(?P<det>my|our)\s+{MODIFIERS}(?P<rel>{RELATION_WORDS})\b")
 CAPITALISED = re.compile(rf"\b{FULL_NAME}\b(?:'s)?")
 PLACE_BEFORE = re.compile(r"\b(in|to|from|near|visit(?:ed|ing)?|moved to|trip to|lives? in)\s+$", re.I)
@@ -76,12 +80,13 @@ NOT_NAMES = {
     "I", "I'm", "I've", "I'd", "I'll", "Im", "Ok", "Okay", "Oh", "Hey", "Hi", "Hello", "Thanks", "Thank", "Yes", "No",
     "Wow", "Yeah", "Yay", "Aw", "Aww", "Omg", "Lol", "Haha", "Congrats", "Congratulations", "Sure", "Well", "So",
     "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "January", "February", "March",
-    "April", "June", "July", "August", "September", "October", "November", "December", "Christmas", "Easter",
+    "April", "May", "June", "July", "August", "September", "October", "November", "December", "Christmas", "Easter",
     "Thanksgiving", "Halloween", "New", "Year", "Eve", "God", "Lord", "Mr", "Mrs", "Ms", "Dr", "English", "Spanish",
     "French", "German", "American", "British", "Internet", "The", "A", "An", "It", "This", "That", "My", "Our",
     "We", "You", "He", "She", "They", "But", "And", "Also", "Just", "Anyway", "Plus", "Btw", "Today", "Tomorrow",
     "Yesterday", "Tonight", "Mom", "Dad", "Mum", "Sis", "Bro", "Grandma", "Grandpa", "Nana",
 }
+CONTRACTIONS = {"Here", "There", "That", "It", "What", "Who", "Where", "Let", "He", "She"}
 SAME_NAME = 88  # rapidfuzz ratio at or above which two spellings name the same one ("Sara", "Sarah")
 
 
@@ -101,18 +106,20 @@ def find_mentions(text: str, known_names: set[str] | frozenset[str] = frozenset(
     def free(start: int, end: int) -> bool:
         return all(end <= a or start >= b for a, b in taken)
 
-    for pattern in (NAME_THEN_RELATION, RELATION_THEN_NAME):
+    for pattern in (NAME_THEN_RELATION, RELATION_THEN_NAME, NAMED):
         for match in pattern.finditer(text):
             if not free(match.start(), match.end()):
                 continue
             surface_word = match.group("rel").lower()
             relation, kind = RELATIONS[surface_word]
-            name = match.group("name")
-            if name and (name.split()[0] in NOT_NAMES or name.split()[0] in {"And", "But"}):
+            groups = match.groupdict()
+            name = groups.get("name") or groups.get("apposed")
+            determiner = (groups.get("det") or "my").lower()
+            if name and not looks_like_name(name.split()[0]):
                 name = None
             if name and name.split()[-1] in NOT_NAMES:
                 name = name.split()[0] if name.split()[0] not in NOT_NAMES else None
-            mentions.append(Mention(f"{match.group('det').lower()} {surface_word}", kind, relation, name))
+            mentions.append(Mention(f"{determiner} {surface_word}", kind, relation, name))
             taken.append((match.start(), match.end() if name else match.end("rel")))
 
     for match in CONDITIONS.finditer(text):
@@ -133,8 +140,12 @@ def find_mentions(text: str, known_names: set[str] | frozenset[str] = frozenset(
         if words[-1] in NOT_NAMES:
             name = words[0]
         possessive = match.group(0).endswith("'s")
-        if match.start() == first_start and start == first_start and name not in known_names and not possessive:
-            continue  # a capital at the start of a sentence is no evidence of a name
+        if start == first_start and name not in known_names:
+            continue  # a capital at the start of a sentence is no evidence of a name ("Here's", "Life")
+        if possessive and name in CONTRACTIONS:
+            continue
+        if not looks_like_name(words[0]):
+            continue
         before = text[:start]
         if ORGANISATION_BEFORE.search(before):
             kind: EntityType = "organisation"
@@ -144,6 +155,11 @@ def find_mentions(text: str, known_names: set[str] | frozenset[str] = frozenset(
             kind = "person"
         mentions.append(Mention(name, kind, name=name))
     return mentions
+
+
+def looks_like_name(word: str) -> bool:
+    """Not a capitalised word of the language: "Seeing them ...", "Thankfully", "Hey"."""
+    return word not in NOT_NAMES and not word.endswith(("ing", "ly"))
 
 
 def same_name(a: str, b: str) -> bool:
@@ -186,8 +202,8 @@ class EntityResolver:
         """Resolve the mentions of one memory and link it; returns the entity ids it mentions."""
         ids: list[str] = []
         for mention in find_mentions(memory.text, self.known_names):
-            if mention.name and mention.name in self.skip_names and mention.relation is None:
-                continue
+            if mention.name and mention.relation is None and any(same_name(mention.name, s) for s in self.skip_names):
+                continue  # a speaker ("Melanie", "Mel") is not someone they talk about
             entity = self.resolve(mention, memory)
             if entity.id not in ids:
                 ids.append(entity.id)

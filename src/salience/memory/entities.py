@@ -106,13 +106,16 @@ def find_mentions(text: str, known_names: set[str] | frozenset[str] = frozenset(
     def free(start: int, end: int) -> bool:
         return all(end <= a or start >= b for a, b in taken)
 
-    for pattern in (NAME_THEN_RELATION, RELATION_THEN_NAME, NAMED):
+    # "my sister Ana" before "Melanie, my sister" (a vocative looks like an apposition)
+    for pattern, needs_name in ((RELATION_THEN_NAME, True), (NAME_THEN_RELATION, True), (RELATION_THEN_NAME, False), (NAMED, True)):
         for match in pattern.finditer(text):
             if not free(match.start(), match.end()):
                 continue
+            groups = match.groupdict()
+            if needs_name and not (groups.get("name") or groups.get("apposed")):
+                continue
             surface_word = match.group("rel").lower()
             relation, kind = RELATIONS[surface_word]
-            groups = match.groupdict()
             name = groups.get("name") or groups.get("apposed")
             determiner = (groups.get("det") or "my").lower()
             if name and not looks_like_name(name.split()[0]):
@@ -140,7 +143,7 @@ def find_mentions(text: str, known_names: set[str] | frozenset[str] = frozenset(
         if words[-1] in NOT_NAMES:
             name = words[0]
         possessive = match.group(0).endswith("'s")
-        if start == first_start and name not in known_names:
+        if start == first_start and not any(same_name(name, known) for known in known_names):
             continue  # a capital at the start of a sentence is no evidence of a name ("Here's", "Life")
         if possessive and name in CONTRACTIONS:
             continue
@@ -202,8 +205,10 @@ class EntityResolver:
         """Resolve the mentions of one memory and link it; returns the entity ids it mentions."""
         ids: list[str] = []
         for mention in find_mentions(memory.text, self.known_names):
-            if mention.name and mention.relation is None and any(same_name(mention.name, s) for s in self.skip_names):
-                continue  # a speaker ("Melanie", "Mel") is not someone they talk about
+            if mention.name and any(same_name(mention.name, s) for s in self.skip_names):
+                if mention.relation is None:
+                    continue  # a speaker ("Melanie", "Mel") is not someone they talk about
+                mention = replace(mention, name=None)
             entity = self.resolve(mention, memory)
             if entity.id not in ids:
                 ids.append(entity.id)

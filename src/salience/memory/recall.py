@@ -184,7 +184,7 @@ class Recaller:
         linked = person.linked_mask(query, memory_set.items, memory_set.speakers)
         if linked.any():  # as with a named speaker: memories about someone else count less
             relevance = relevance * np.where(linked, 1.0, OTHER_SUBJECT) + ENTITY_BONUS * linked
-            if (linked & eligible).any():
+            if (linked & eligible).any() and not named:  # a named speaker's own margin decides whose it is
                 confidence = max(confidence, ENTITY_CONFIDENCE)
         if confidence < FOUND_AT:
             return self._nothing_found(query, budget, confidence, model, pinned, arc, arc_note)

@@ -203,3 +203,19 @@ async def test_a_topic_across_five_sessions_is_a_recurring_theme_with_its_count(
     assert themes["work"] == 5
     assert {"label": "relationship with boss", "sessions": 5} in recall["arc"]["recurring_themes"]
     assert len(arc["sessions"]) == 6 and arc["sessions"][1]["topics"] == [{"label": "hobbies", "messages": 1}]
+
+
+async def test_a_topic_newly_beside_a_crisis_disclosure_is_flagged_in_the_arc_and_the_note(make_proxy):
+    proxy = make_proxy()
+    sessions = [
+        session("c0", "2024-01-10", "Work has been busy but my team is great."),
+        session("c1", "2024-01-17", "I finished the big project at work and celebrated."),
+        session("c2", "2024-01-24", "I lost my job today and I want to kill myself."),
+    ]
+    async with proxy.http() as http:
+        await http.post("/v1/users/rio/import", json={"sessions": sessions})
+        arc = (await http.get("/v1/users/rio/arc")).json()
+        recall = (await http.post("/v1/users/rio/recall", json={"query": "any plans for the weekend?"})).json()
+    assert [s["flagged_messages"] for s in arc["sessions"]] == [0, 0, 1]
+    assert "work" in arc["crisis_adjacent"] and arc["significant"] is True
+    assert "Newly close to a crisis disclosure: " in recall["context"] and "work" in recall["context"]

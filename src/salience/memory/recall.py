@@ -181,10 +181,12 @@ class Recaller:
         content_relevance = DENSE_WEIGHT * dense + LEXICAL_WEIGHT * memory_set.lexical.scores(content_query)
         relevance = content_relevance * np.where(about, 1.0, OTHER_SUBJECT)
         confidence = self._confidence(named, about, eligible, content_relevance, dense)
-        linked = person.linked_mask(query, memory_set.items, memory_set.speakers)
-        if linked.any():  # as with a named speaker: memories about someone else count less
+        # The user's own people, when the turn names no speaker of a transcript (then the
+        # speaker's own margin above decides whose memory it is).
+        linked = person.linked_mask(query, memory_set.items, memory_set.speakers) if not named else None
+        if linked is not None and linked.any():  # as with a named speaker: memories about someone else count less
             relevance = relevance * np.where(linked, 1.0, OTHER_SUBJECT) + ENTITY_BONUS * linked
-            if (linked & eligible).any() and not named:  # a named speaker's own margin decides whose it is
+            if (linked & eligible).any():
                 confidence = max(confidence, ENTITY_CONFIDENCE)
         if confidence < FOUND_AT:
             return self._nothing_found(query, budget, confidence, model, pinned, arc, arc_note)

@@ -54,7 +54,8 @@ class ExtractionWorker:
         extracted again. Entities and arc signals are written before the commit (they are
         keyed by stable ids, so a job that runs again rewrites the same rows)."""
         existing = await self.store.load_memories(job.user)
-        counted = {source for memory in existing for source in memory.sources}
+        # (a pinned safety memory cites the messages it was screened from: they still get extracted)
+        counted = {source for memory in existing if not memory.pinned for source in memory.sources}
         fresh = [m for m in job.messages if m.id not in counted]
         known = await self._related(fresh, existing) if getattr(self.extractor, "uses_known_memories", False) else []
         candidates = []

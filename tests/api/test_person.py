@@ -219,3 +219,21 @@ async def test_a_topic_newly_beside_a_crisis_disclosure_is_flagged_in_the_arc_an
     assert [s["flagged_messages"] for s in arc["sessions"]] == [0, 0, 1]
     assert "work" in arc["crisis_adjacent"] and arc["significant"] is True
     assert "Newly close to a crisis disclosure: " in recall["context"] and "work" in recall["context"]
+
+
+async def test_llm_mode_deletes_what_the_exchange_disproves_and_falls_back_offline_on_a_bad_answer(
+    make_proxy, upstream, monkeypatch
+):
+    monkeypatch.setenv("TEST_EXTRACTOR_KEY", "sk-extractor-secret")
+    proxy = make_proxy(server={"extraction": {"llm": {**LLM, "api_base": upstream.url}}})
+    async with proxy.http() as http:
+        upstream.content = llm_answer({"action": "ADD", "memory": "The user is vegetarian.", "kind": "preference"})
+        await http.post("/v1/users/ivo/import", json={"sessions": [session("s1", "2024-05-01", "I have been vegetarian for years.")]})
+        upstream.content = llm_answer({"action": "DELETE", "target": "m1"}, {"action": "NOOP"})
+        await http.post("/v1/users/ivo/import", json={"sessions": [session("s2", "2024-05-09", "Actually I was never vegetarian, I eat fish.")]})
+        after_delete = [m["text"] for m in (await http.get("/v1/users/ivo/memories")).json()["data"]]
+        upstream.content = "Sure! Here is what I would remember: the user likes hiking."
+        await http.post("/v1/users/ivo/import", json={"sessions": [session("s3", "2024-05-20", "I started hiking every weekend with my brother.")]})
+        memories = [m["text"] for m in (await http.get("/v1/users/ivo/memories")).json()["data"]]
+    assert after_delete == []
+    assert memories == ["I started hiking every weekend with my brother."]  # the offline extractor's memory

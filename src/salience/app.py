@@ -10,7 +10,7 @@ from typing import AsyncIterator
 from fastapi import FastAPI
 
 from salience import __version__
-from salience.api import admin, compliance, memory, openai, safety, traces
+from salience.api import admin, compliance, memory, openai, people, safety, traces
 from salience.api.body import BodySizeLimit
 from salience.api.errors import install_error_handlers
 from salience.services import Services
@@ -44,6 +44,7 @@ def create_app(config: Config, services: Services | None = None, run_worker: boo
     app.add_middleware(BodySizeLimit, max_bytes=config.server.max_request_bytes)
     app.include_router(openai.router)
     app.include_router(memory.router)
+    app.include_router(people.router)
     app.include_router(traces.router)
     app.include_router(safety.router)
     app.include_router(compliance.router)

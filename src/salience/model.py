@@ -240,3 +240,73 @@ def chain_entry(draft: AuditDraft, seq: int, prev_hash: str, at: datetime) -> Au
     )
     entry.hash = entry.computed_hash()
     return entry
+EntityType = Literal["person", "pet", "place", "organisation", "condition"]
+
+
+@dataclass
+class Entity:
+    """Someone or something the user talks about, as one node across sessions.
+
+    ``id`` is derived from how the entity was first met (a relation, a name or both), so
+    processing the same history again names the same entities. ``aliases`` are the surface
+    forms that resolved to it ("Sarah", "my sister", "my sis"); ``relation`` is the user's
+    relation to it ("sister"), or another speaker's ("sister of Melanie"). ``memory_ids``
+    are the memories that mention it (filled by the store from its links).
+    """
+
+    id: str
+    type: EntityType
+    name: str
+    aliases: list[str] = field(default_factory=list)
+    relation: str | None = None
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    memory_ids: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "type": self.type, "name": self.name, "aliases": self.aliases, "relation": self.relation,
+            "first_seen": self.first_seen.timestamp() if self.first_seen else None,
+            "last_seen": self.last_seen.timestamp() if self.last_seen else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], memory_ids: list[str] | None = None) -> "Entity":
+        def dt(value: float | None) -> datetime | None:
+            return datetime.fromtimestamp(value, timezone.utc) if value is not None else None
+
+        return cls(
+            id=data["id"], type=data["type"], name=data["name"], aliases=list(data.get("aliases", [])),
+            relation=data.get("relation"), first_seen=dt(data.get("first_seen")), last_seen=dt(data.get("last_seen")),
+            memory_ids=list(memory_ids or []),
+        )
+
+
+@dataclass
+class MessageSignal:
+    """What one user message says about the arc: its mood (VADER compound, -1..1), its topics
+    (topic labels and entity ids) and whether the safety detector flagged it.
+
+    Derived from the stored message alone, keyed by its id: saving it twice changes nothing,
+    and the per-session series is recomputed from these rows on read."""
+
+    message_id: str
+    session_id: str
+    created_at: datetime
+    mood: float
+    topics: list[str] = field(default_factory=list)
+    flagged: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id, "session_id": self.session_id, "created_at": self.created_at.timestamp(),
+            "mood": self.mood, "topics": self.topics, "flagged": self.flagged,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "MessageSignal":
+        return cls(
+            message_id=data["message_id"], session_id=data["session_id"],
+            created_at=datetime.fromtimestamp(data["created_at"], timezone.utc), mood=float(data["mood"]),
+            topics=list(data.get("topics", [])), flagged=bool(data.get("flagged", False)),
+        )

@@ -7,14 +7,13 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from salience.model import ExtractionJob, MemoryItem, UserRef
-
 from salience.compliance.audit import Auditor
 from salience.compliance.crypto import TenantKeyring
 from salience.compliance.retention import RetentionSweeper
 from salience.memory.embed import Embedder, build_embedder
 from salience.memory.extract import Extractor, SelfDisclosureExtractor
 from salience.memory.recall import Recaller
+from salience.model import ExtractionJob, MemoryItem, UserRef
 from salience.safety.escalate import EscalationSender
 from salience.safety.redact import WithoutDisclosures
 from salience.safety.screen import SafetyService
@@ -56,6 +55,16 @@ def open_region_stores(config: Config) -> Store:
     return RoutedStore({region: open_store(url, cipher) for region, url in urls.items()}, region_of)  # type: ignore[arg-type]
 
 
+def build_extractor(config: Config) -> Extractor:
+    """The LLM extractor when ``extraction.llm`` is configured, else the offline one."""
+    settings = config.server.extraction.llm
+    if settings is None:
+        return SelfDisclosureExtractor()
+    from salience.memory.llm_extract import LLMExtractor  # imports litellm: only when configured
+
+    return LLMExtractor(settings)
+
+
 @dataclass
 class Services:
     config: Config
@@ -89,7 +98,7 @@ class Services:
     ) -> "Services":
         store = store or open_region_stores(config)
         embedder = embedder or build_embedder(config.server.embedder)
-        extractor = WithoutDisclosures(extractor or SelfDisclosureExtractor())
+        extractor = WithoutDisclosures(extractor or build_extractor(config))
         upstreams = upstreams or {tid: build_upstream(t.upstream) for tid, t in config.tenants.items()}
         spool = ExchangeSpool(config.server.data_dir / "spool")
         auditor = Auditor(lambda tenant: store)  # type: ignore[arg-type]

@@ -56,10 +56,20 @@ class EmbedderSettings(_Strict):
         return self
 
 
+class LLMExtractionSettings(_Strict):
+    """The LLM extractor (memory/llm_extract.py), through litellm; off unless configured."""
+
+    model: str
+    api_base: str | None = None
+    api_key: str | None = None
+    timeout_seconds: float = Field(30.0, gt=0, le=600)
+
+
 class ExtractionSettings(_Strict):
     # How long a worker holds a job before another worker (or this one, restarted) may take
     # it over: longer than the slowest extraction, short enough that a crash is soon repaired.
     lease_seconds: float = Field(120.0, ge=1, le=86_400)
+    llm: LLMExtractionSettings | None = None  # None: the offline extractor
 class WebhookDeliverySettings(_Strict):
     """How the escalation outbox is drained: retries with exponential backoff."""
 

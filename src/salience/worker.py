@@ -11,16 +11,21 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+import numpy as np
+
 from salience.background import Poller
-from salience.memory.consolidate import consolidate
+from salience.memory.consolidate import consolidate, replacement
 from salience.memory.embed import Embedder
 from salience.memory.extract import Extractor
-from salience.model import ExtractionJob, MemoryItem, utcnow
+from salience.memory.person import update_person_model
+from salience.model import ExtractionJob, MemoryItem, Message, utcnow
+from salience.safety.detect import RuleBasedDetector
 from salience.store.base import Store
 
 log = logging.getLogger("salience.worker")
 
 MAX_ATTEMPTS = 5
+RELATED = 8  # existing memories shown to an extractor that decides ADD / UPDATE / DELETE / NOOP
 LEASE = timedelta(seconds=120)  # the default; salience.yaml extraction.lease_seconds sets it
 
 
@@ -42,21 +47,56 @@ class ExtractionWorker:
         self.batch = batch
         # Told of every commit (the audit log); set by ``Services``.
         self.on_commit: Callable[[ExtractionJob, list[MemoryItem], list[MemoryItem]], Awaitable[None]] | None = None
+        self._detector = RuleBasedDetector()  # arc signals: which messages came close to a crisis
         self._poller = Poller("salience-extraction-worker", self.run_once, poll_seconds)
 
     async def process(self, job: ExtractionJob) -> tuple[int, int]:
-        """Extract one job's memories and commit them; returns (added, reinforced)."""
-        candidates = await self.extractor.extract(job.messages)
-        if candidates:
-            embeddings = await self.embedder.embed([c.text for c in candidates])
-            existing = await self.store.load_memories(job.user)
-            added, reinforced = consolidate(job.user, candidates, embeddings, existing)
-        else:
-            added, reinforced = [], []
+        """Extract one job's memories and commit them; returns (added, reinforced).
+
+        The idempotency key is the message: a message some memory already came from is not
+        extracted again. Entities and arc signals are written before the commit (they are
+        keyed by stable ids, so a job that runs again rewrites the same rows)."""
+        existing = await self.store.load_memories(job.user)
+        # (a pinned safety memory cites the messages it was screened from: they still get extracted)
+        counted = {source for memory in existing if not memory.pinned for source in memory.sources}
+        fresh = [m for m in job.messages if m.id not in counted]
+        known = await self._related(fresh, existing) if getattr(self.extractor, "uses_known_memories", False) else []
+        candidates = []
+        if fresh:  # ``known`` only for an extractor that asks for it: the protocol's older form still works
+            candidates = await (self.extractor.extract(fresh, known) if known else self.extractor.extract(fresh))
+        edits = [c for c in candidates if c.action != "add"]
+        additions = [c for c in candidates if c.action == "add"]
+        added: list[MemoryItem] = []
+        reinforced: list[MemoryItem] = []
+        if additions:
+            embeddings = await self.embedder.embed([c.text for c in additions])
+            added, reinforced = consolidate(job.user, additions, embeddings, existing)
+        replaced = {m.id: m for m in existing}
+        for edit in edits:  # the LLM extractor's UPDATE / DELETE of a memory it was shown
+            if edit.target in replaced and edit.action == "update":
+                vector = (await self.embedder.embed([edit.text]))[0]
+                added.append(replacement(job.user, edit, replaced[edit.target], vector))
+        await update_person_model(self.store, job.user, job.messages, added, self._flagged)
+        for edit in edits:
+            if edit.target in replaced:
+                await self.store.delete_memory(job.user, edit.target)
         await self.store.commit_extraction(job, added, reinforced)
         if self.on_commit is not None and (added or reinforced):
             await self.on_commit(job, added, reinforced)
         return len(added), len(reinforced)
+
+    async def _related(self, messages: list[Message], existing: list[MemoryItem]) -> list[MemoryItem]:
+        """The user's memories closest to what the exchange says: what an UPDATE or DELETE can name."""
+        text = " ".join(m.content for m in messages if m.role == "user").strip()
+        pool = [m for m in existing if m.embedding is not None and not m.pinned]
+        if not text or not pool:
+            return []
+        query = (await self.embedder.embed([text]))[0]
+        similarity = np.stack([m.embedding for m in pool]) @ query
+        return [pool[int(i)] for i in np.argsort(-similarity)[:RELATED]]
+
+    def _flagged(self, text: str) -> bool:
+        return bool(self._detector.detect_sync(text))
 
     async def run_once(self) -> int:
         """Claim and process the jobs that are due now; returns how many were claimed."""

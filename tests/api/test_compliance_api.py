@@ -47,6 +47,8 @@ async def test_erasing_one_memory_of_five_removes_it_everywhere_and_keeps_the_ot
         assert (await http.post("/v1/users/ola/import", json=import_five())).json()["memories_added"] == 5
         memories = {m["text"]: m["id"] for m in await wait_for_memories(http, "ola", 5)}
         target = memories[TARGET]
+        names = {e["name"] for e in (await http.get("/v1/users/ola/entities")).json()["data"]}
+        assert {"Tomasz", "Biscuit"} <= names
         raw = await ask(client, "ola", "Where does my brother Tomasz live?")
         assert target in raw.headers["x-salience-memories"].split(",")
         trace_id = raw.headers["x-salience-trace"]
@@ -74,6 +76,9 @@ async def test_erasing_one_memory_of_five_removes_it_everywhere_and_keeps_the_ot
             assert {m["id"] for m in export["memories"]} == set(memories.values()) - {target}
             assert "Tomasz" not in str(export) and "Gdansk" not in str(export)
             assert (await http.get(f"/v1/traces/{trace_id}")).status_code == 404
+            entities = (await http.get("/v1/users/ola/entities")).json()["data"]
+            assert "Biscuit" in {e["name"] for e in entities}
+            assert "Tomasz" not in str(entities) and target not in str(entities)
             again = await ask(client, "ola", "Where does my brother Tomasz live?")
             assert target not in again.headers["x-salience-memories"]
             assert "Gdansk" not in memory_block(upstream.last_messages())

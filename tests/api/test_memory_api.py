@@ -87,7 +87,9 @@ async def test_recall_with_nothing_stored_is_not_found_and_says_so(make_proxy):
     assert asked_about_past["found"] is False and asked_about_past["items"] == []
     assert "no memory" in asked_about_past["context"] and "don't remember" in asked_about_past["context"]
     assert asked_about_past["tokens"] > 0
+    arc = not_about_past.pop("arc")
     assert not_about_past == {"object": "salience.recall", "context": "", "tokens": 0, "confidence": 0.0, "found": False, "items": []}
+    assert (arc["mood_trend"], arc["sessions_considered"], arc["recurring_themes"]) == ("unknown", 0, [])
 
 
 async def test_recall_budget_is_respected(make_proxy):

@@ -12,7 +12,9 @@ import redis
 
 from salience.compliance.audit import verify_chain
 from salience.compliance.crypto import TenantKeyring
-from salience.model import AuditDraft, ExtractionJob, MemoryItem, Message, OutboxEvent, SafetyRecord, UserRef, utcnow
+from salience.model import (
+    AuditDraft, Entity, ExtractionJob, MemoryItem, Message, MessageSignal, OutboxEvent, SafetyRecord, UserRef, utcnow,
+)
 from salience.store.base import MasterKeyMissing, open_store
 from tests.conftest import STORE_BACKENDS
 
@@ -87,7 +89,12 @@ async def test_text_is_encrypted_at_rest_and_reads_back(backend):
     [claimed] = await store.claim_extraction_jobs(5, utcnow(), timedelta(seconds=30))
     assert claimed.messages[0].content == SECRET + " Again."
     assert [m.content for m in await store.load_messages(ALICE, ["msg-alice-0"])] == [SECRET]
+    await store.save_entities(ALICE, [Entity("ent-1", "person", "Marguerite", ["my aunt", "Marguerite"], "aunt")], [("ent-1", "mem-alice-0")])
+    await store.save_message_signals(ALICE, [MessageSignal("msg-alice-0", "s1", utcnow(), -0.4, ["Marguerite"])])
+    assert [e.name for e in await store.load_entities(ALICE)] == ["Marguerite"]
+    assert (await store.load_message_signals(ALICE))[0].topics == ["Marguerite"]
     assert b"Marguerite" not in all_bytes(inspect)
+    assert b"my aunt" not in all_bytes(inspect)
 
 
 async def test_erase_memory_removes_what_derives_from_it(backend):
@@ -98,10 +105,18 @@ async def test_erase_memory_removes_what_derives_from_it(backend):
     await store.enqueue_extraction(ExtractionJob("job-again", ALICE, "s1", [message("msg-alice-0", SECRET)]), utcnow())
     await store.save_trace("tenant-a", "t-hit", {"user": "alice"}, utcnow(), ["mem-alice-0"])
     await store.save_trace("tenant-a", "t-miss", {"user": "alice"}, utcnow(), ["mem-alice-1"])
+    # an entity only this memory names, and one another memory names too
+    only, shared = Entity("ent-only", "person", "Marguerite"), Entity("ent-shared", "person", "Sam")
+    await store.save_entities(ALICE, [only, shared], [("ent-only", "mem-alice-0"), ("ent-shared", "mem-alice-0"),
+                                                      ("ent-shared", "mem-alice-1")])
+    await store.save_message_signals(ALICE, [MessageSignal("msg-alice-0", "s1", utcnow(), -0.5, ["ent-only"]),
+                                             MessageSignal("msg-alice-1", "s1", utcnow(), 0.2, ["ent-shared"])])
     before = await store.memory_version(ALICE)
     receipt = await store.erase_memory(ALICE, "mem-alice-0", utcnow())
     assert receipt.removed == {"memories": 1, "embeddings": 1, "messages": 1, "extraction_jobs": 1, "traces": 1,
-                               "safety_references": 1}
+                               "safety_references": 1, "entity_links": 2, "entities": 1, "message_signals": 1}
+    assert [(e.id, e.memory_ids) for e in await store.load_entities(ALICE)] == [("ent-shared", ["mem-alice-1"])]
+    assert [s.message_id for s in await store.load_message_signals(ALICE)] == ["msg-alice-1"]
     assert await store.get_memory(ALICE, "mem-alice-0") is None
     assert [m.id for m in await store.load_memories(ALICE)] == ["mem-alice-1", "mem-alice-2"]
     assert await store.load_messages(ALICE, ["msg-alice-0"]) == []
@@ -121,8 +136,12 @@ async def test_erase_user_leaves_nothing_of_theirs_but_audit(backend):
     event = OutboxEvent("evt-1", "tenant-a", "safety.escalation", {"user": "alice"}, utcnow())
     await store.save_safety_update(ALICE, SafetyRecord(first_flagged_at=utcnow(), last_flagged_at=utcnow()), [], [event], utcnow())
     await store.append_audit("tenant-a", [AuditDraft("tenant-a", "alice", "memory.write", ["mem-alice-0"])], utcnow())
+    await store.save_entities(ALICE, [Entity("ent-1", "person", "Marguerite")], [("ent-1", "mem-alice-0")])
+    await store.save_message_signals(ALICE, [MessageSignal("msg-alice-0", "s1", utcnow(), -0.5, ["ent-1"])])
     version = await store.memory_version(ALICE)
     receipt = await store.erase_user(ALICE, utcnow())
+    assert (receipt.removed["entities"], receipt.removed["entity_links"], receipt.removed["message_signals"]) == (1, 1, 1)
+    assert await store.load_entities(ALICE) == [] and await store.load_message_signals(ALICE) == []
     assert receipt.removed["memories"] == 3 and receipt.removed["data_keys"] == 1
     assert receipt.removed["extraction_jobs"] >= 1 and receipt.removed["outbox_events"] == 1
     assert not await store.user_exists(ALICE) and await store.user_exists(BOB)
@@ -217,8 +236,10 @@ async def test_receipts_name_the_same_kinds_on_every_backend(backend):
     store, _ = backend
     await remember(store, ALICE)
     one = await store.erase_memory(ALICE, "mem-alice-1", utcnow())
-    assert set(one.removed) == {"memories", "embeddings", "messages", "extraction_jobs", "traces", "safety_references"}
+    assert set(one.removed) == {"memories", "embeddings", "messages", "extraction_jobs", "traces", "safety_references",
+                                "entity_links", "entities", "message_signals"}
     everything = await store.erase_user(ALICE, utcnow())
     assert set(everything.removed) == {"memories", "embeddings", "messages", "sessions", "extraction_jobs", "traces",
-                                       "safety_records", "data_keys", "outbox_events"}
+                                       "safety_records", "data_keys", "outbox_events", "entities", "entity_links",
+                                       "message_signals"}
     assert everything.removed["memories"] == 2 and everything.removed["embeddings"] == 2

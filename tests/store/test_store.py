@@ -238,3 +238,55 @@ async def test_an_expired_outbox_lease_is_claimable_again_and_giving_up_is_final
     await store.retry_outbox("e1", "gave up", None)
     assert await store.claim_outbox(10, now + timedelta(days=1), timedelta(seconds=30)) == []
     assert await store.pending_outbox() == 0
+
+
+# -- the person model: entities and message signals ------------------------------------------
+
+
+def entity(entity_id: str, name: str, aliases: list[str], relation: str | None = None):
+    from salience.model import Entity
+
+    return Entity(id=entity_id, type="person", name=name, aliases=aliases, relation=relation,
+                  first_seen=utcnow(), last_seen=utcnow())
+
+
+async def test_entities_keep_their_aliases_and_links_and_bump_the_version(store):
+    before = await store.memory_version(ALICE)
+    await store.save_entities(ALICE, [entity("e1", "my sister", ["my sister"], "sister")], [("e1", "m1")])
+    await store.save_entities(ALICE, [entity("e1", "Sarah", ["Sarah"], "sister")], [("e1", "m2"), ("e1", "m1")])
+    assert await store.memory_version(ALICE) > before
+    [sarah] = await store.load_entities(ALICE)
+    assert (sarah.name, sarah.relation) == ("Sarah", "sister")
+    assert sarah.aliases == ["my sister", "Sarah"]  # a later save never loses an alias
+    assert sorted(sarah.memory_ids) == ["m1", "m2"]
+    assert await store.load_entities(ALICE_ELSEWHERE) == []
+
+
+async def test_deleting_a_memory_removes_its_links_and_entities_left_without_memories(store):
+    await store.commit_extraction(job("j1"), [memory("m1", "My sister Sarah is ill."), memory("m2", "Sarah is better.")], [])
+    await store.save_entities(
+        ALICE,
+        [entity("sarah", "Sarah", ["Sarah"], "sister"), entity("tom", "Tom", ["Tom"])],
+        [("sarah", "m1"), ("sarah", "m2"), ("tom", "m1")],
+    )
+    assert await store.delete_memory(ALICE, "m1")
+    [sarah] = await store.load_entities(ALICE)
+    assert sarah.id == "sarah" and sarah.memory_ids == ["m2"]
+    await store.unlink_memory(ALICE, "m2")  # erasure of derived data alone, the memory stays
+    assert await store.load_entities(ALICE) == []
+    assert await store.get_memory(ALICE, "m2") is not None
+
+
+async def test_message_signals_are_keyed_by_message_and_read_oldest_first(store):
+    from salience.model import MessageSignal
+
+    now = utcnow()
+    later = MessageSignal("msg-2", "s2", now, -0.5, ["health"], flagged=True)
+    earlier = MessageSignal("msg-1", "s1", now - timedelta(days=1), 0.4, ["work"])
+    await store.save_message_signals(ALICE, [later, earlier])
+    await store.save_message_signals(ALICE, [later])  # saving again changes nothing
+    loaded = await store.load_message_signals(ALICE)
+    assert [(s.message_id, s.session_id, s.mood, s.topics, s.flagged) for s in loaded] == [
+        ("msg-1", "s1", 0.4, ["work"], False), ("msg-2", "s2", -0.5, ["health"], True),
+    ]
+    assert await store.load_message_signals(ALICE_ELSEWHERE) == []

@@ -114,6 +114,7 @@ async def recall(
         "confidence": round(result.confidence, 4),
         "found": result.found,
         "items": [recalled_json(m) for m in result.memories],
+        "arc": result.arc.summary_json() if result.arc is not None else None,
     }
 
 

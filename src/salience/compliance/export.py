@@ -1,8 +1,9 @@
 """Export (GDPR Art. 15 and 20): everything held about one user, as one JSON document.
 
 Memories with their scores (importance, current salience) and the messages they came from,
-the safety record, and the audit entries about the user. Entities and the arc join here once
-they exist. The export itself is recorded in the audit log.
+the entities with the ids of the memories that mention them, the arc (per-session series,
+trend, recurring themes), the safety record, and the audit entries about the user. The export
+itself is recorded in the audit log.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from salience.memory.arc import compute_arc
 from salience.memory.salience import salience_array
 from salience.model import UserRef, utcnow
 from salience.services import Services
@@ -57,6 +59,10 @@ async def export_user(
         after = page[-1].id
         if not more:
             break
+    from salience.api.people import entity_json  # the shape the entities endpoint returns
+
+    entities = await store.load_entities(user)
+    arc = compute_arc(await store.load_message_signals(user), entities, now)
     record = await store.get_safety_record(user)
     await services.auditor.record(user.tenant, user.user, "export", [], request_id)
     audit = await store.list_audit(user.tenant, user.user)
@@ -67,8 +73,8 @@ async def export_user(
         "region": tenant.region,
         "exported_at": now.isoformat(),
         "memories": memories,
-        "entities": [],  # entities arrive with the entity graph
-        "arc": None,
+        "entities": [{**entity_json(e, {}), "memory_ids": list(e.memory_ids)} for e in entities],
+        "arc": {**arc.summary_json(), "sessions": [p.to_json() for p in arc.sessions]},
         "safety_record": record.to_json() if record is not None else None,
         "audit": [entry.to_json() for entry in audit],
     }

@@ -66,3 +66,21 @@ def _most_similar(vector: np.ndarray, matrix: np.ndarray) -> int | None:
     similarities = matrix @ vector
     best = int(np.argmax(similarities))
     return best if similarities[best] >= SAME_MEMORY_SIMILARITY else None
+
+
+def replacement(user: UserRef, candidate: Candidate, target: MemoryItem, vector: np.ndarray) -> MemoryItem:
+    """The memory that replaces ``target`` when an extractor updates it ("we broke up" replaces
+    "is dating Alex"): new text and id, the history of mentions carried over."""
+    return MemoryItem(
+        id=stable_id("mem", user.tenant, user.user, *candidate.sources, candidate.text),
+        text=candidate.text,
+        kind=candidate.kind,
+        importance=max(candidate.importance, target.importance),
+        speaker=candidate.speaker,
+        created_at=candidate.created_at,
+        last_reinforced_at=candidate.created_at,
+        mention_count=target.mention_count,
+        sources=[*target.sources, *(s for s in candidate.sources if s not in target.sources)],
+        session_id=candidate.session_id,
+        embedding=vector,
+    )

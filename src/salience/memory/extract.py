@@ -10,13 +10,13 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Protocol
+from typing import Literal, Protocol, Sequence
 
 import pysbd
 
 from salience.memory.dates import resolve_relative_dates
 from salience.memory.importance import estimate_importance
-from salience.model import MemoryKind, Message
+from salience.model import MemoryItem, MemoryKind, Message
 
 
 @dataclass(frozen=True)
@@ -30,10 +30,18 @@ class Candidate:
     created_at: datetime
     sources: tuple[str, ...]
     session_id: str | None = None
+    # add: a new memory (consolidation may turn it into a reinforcement). update / delete: an
+    # extractor that was shown the user's related memories (``known``) replaces or removes one.
+    action: Literal["add", "update", "delete"] = "add"
+    target: str | None = None  # the memory id an update or delete is about
 
 
 class Extractor(Protocol):
-    async def extract(self, messages: list[Message]) -> list[Candidate]: ...
+    """Messages in, candidate memories out. ``known`` holds the user's memories most related to
+    the exchange, for an extractor that sets ``uses_known_memories`` (the LLM one); the offline
+    extractor only ever adds."""
+
+    async def extract(self, messages: list[Message], known: Sequence[MemoryItem] = ()) -> list[Candidate]: ...
 
 
 FIRST_PERSON = re.compile(r"\b(i|i'm|i've|i'd|i'll|im|me|my|mine|myself|we|we're|our|us)\b", re.IGNORECASE)
@@ -114,7 +122,9 @@ class SelfDisclosureExtractor:
     """Offline: statements from both sides of the exchange, one memory per sentence, with
     relative dates resolved against the time they were said and the speaker kept."""
 
-    async def extract(self, messages: list[Message]) -> list[Candidate]:
+    uses_known_memories = False
+
+    async def extract(self, messages: list[Message], known: Sequence[MemoryItem] = ()) -> list[Candidate]:
         candidates = []
         for message in messages:
             if not speaks_for_a_person(message) or not message.content:

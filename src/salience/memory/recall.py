@@ -21,8 +21,10 @@ import numpy as np
 
 from salience.memory.confidence import FOUND_AT, named_confidence, refers_to_past, unnamed_confidence
 from salience.memory.embed import Embedder
-from salience.memory.inject import day_label, render_context, render_line, render_nothing_remembered
+from salience.memory.inject import arc_line, day_label, render_context, render_line, render_nothing_remembered
 from salience.memory.lexical import LexicalIndex
+from salience.memory.arc import Arc, render_arc_note
+from salience.memory.person import PersonCache
 from salience.memory.salience import salience_array
 from salience.memory.tokens import count_tokens
 from salience.model import MemoryItem, UserRef, utcnow
@@ -37,6 +39,14 @@ RECENT_SESSION_BONUS = 0.03
 NEAR_DUPLICATE = 0.95
 SAME_MESSAGE_WEIGHT = 0.85
 CANDIDATES = 400
+# Entities (memory/person.py): a memory linked to an entity the turn refers to ("my sister" ->
+# the memories that only say "Sarah") gains this much relevance, and recall is at least this
+# confident that it found something about it.
+ENTITY_BONUS = 0.25
+ENTITY_CONFIDENCE = 0.75
+# The arc note, when significant, takes at most this share of the budget (and these many tokens).
+ARC_BUDGET_SHARE = 0.2
+ARC_MAX_TOKENS = 90
 NAME = re.compile(r"\b[A-Z][a-z]+(?:'s)?\b")
 
 
@@ -56,6 +66,8 @@ class Recall:
     # Pinned memories (safety) are not ranked or budgeted: they are always returned, and
     # rendered by the caller outside the budget.
     pinned: list[MemoryItem] = field(default_factory=list)
+    arc: Arc | None = None
+    arc_note: str = ""  # in ``context`` already; kept apart for a caller that renders its own block
 
     @property
     def ids(self) -> list[str]:
@@ -142,6 +154,7 @@ class Recaller:
     def __init__(self, store: Store, embedder: Embedder) -> None:
         self.embedder = embedder
         self.cache = MemoryCache(store)
+        self.people = PersonCache(store)
 
     async def recall(
         self,
@@ -157,8 +170,13 @@ class Recaller:
         memory_set = await self.cache.get(user)
         pinned = [m for m in memory_set.pinned_items if m.created_at <= now]
         eligible = memory_set.created <= now.timestamp()
+        person = await self.people.get(user, memory_set.version)
+        arc = person.arc(at)
+        arc_note = fit_arc_note(arc, budget, model)
+        full_budget = budget
+        budget -= count_tokens(arc_line(arc_note), model) + 1 if arc_note else 0
         if not query.strip() or budget <= 0 or not eligible.any():
-            return self._nothing_found(query, budget, 0.0, model, pinned)
+            return self._nothing_found(query, budget, 0.0, model, pinned, arc, arc_note)
 
         query_vector = (await self.embedder.embed([query]))[0]
         dense = memory_set.matrix @ query_vector
@@ -167,8 +185,15 @@ class Recaller:
         content_relevance = DENSE_WEIGHT * dense + LEXICAL_WEIGHT * memory_set.lexical.scores(content_query)
         relevance = content_relevance * np.where(about, 1.0, OTHER_SUBJECT)
         confidence = self._confidence(named, about, eligible, content_relevance, dense)
+        # The user's own people, when the turn names no speaker of a transcript (then the
+        # speaker's own margin above decides whose memory it is).
+        linked = person.linked_mask(query, memory_set.items, memory_set.speakers) if not named else None
+        if linked is not None and linked.any():  # as with a named speaker: memories about someone else count less
+            relevance = relevance * np.where(linked, 1.0, OTHER_SUBJECT) + ENTITY_BONUS * linked
+            if (linked & eligible).any():
+                confidence = max(confidence, ENTITY_CONFIDENCE)
         if confidence < FOUND_AT:
-            return self._nothing_found(query, budget, confidence, model, pinned)
+            return self._nothing_found(query, budget, confidence, model, pinned, arc, arc_note)
 
         salience = salience_array(
             memory_set.importance, memory_set.anchor, memory_set.reinforcements, now.timestamp(),
@@ -182,9 +207,12 @@ class Recaller:
 
         chosen = pack_into_budget(memory_set, order, score, budget, settings.max_items, model)
         if not chosen:
-            return self._nothing_found(query, budget, confidence, model, pinned)
-        context = render_context([m.item for m in chosen])
-        return Recall(context, count_tokens(context, model), confidence, True, chosen, pinned)
+            return self._nothing_found(query, budget, confidence, model, pinned, arc, arc_note)
+        context = render_context([m.item for m in chosen], arc_note=arc_note)
+        while len(chosen) > 1 and count_tokens(context, model) > full_budget:  # token merges at the seam
+            chosen.pop()
+            context = render_context([m.item for m in chosen], arc_note=arc_note)
+        return Recall(context, count_tokens(context, model), confidence, True, chosen, pinned, arc, arc_note)
 
     @staticmethod
     def _confidence(
@@ -207,14 +235,31 @@ class Recaller:
 
     @staticmethod
     def _nothing_found(
-        query: str, budget: int, confidence: float, model: str | None, pinned: list[MemoryItem]
+        query: str, budget: int, confidence: float, model: str | None, pinned: list[MemoryItem],
+        arc: Arc | None = None, arc_note: str = "",
     ) -> Recall:
         if refers_to_past(query):
-            note = render_nothing_remembered()
+            note = render_nothing_remembered(arc_note=arc_note)
             tokens = count_tokens(note, model)
-            if tokens <= budget:
-                return Recall(note, tokens, confidence, False, [], pinned)
-        return Recall(confidence=confidence, pinned=pinned)
+            if tokens <= budget + (count_tokens(arc_line(arc_note), model) + 1 if arc_note else 0):
+                return Recall(note, tokens, confidence, False, [], pinned, arc, arc_note)
+        if arc_note:  # a significant arc is worth saying even when no memory is
+            context = render_context([], arc_note=arc_note)
+            return Recall(context, count_tokens(context, model), confidence, False, [], pinned, arc, arc_note)
+        return Recall(confidence=confidence, pinned=pinned, arc=arc)
+
+
+def fit_arc_note(arc: Arc, budget: int, model: str | None) -> str:
+    """The arc note when the arc is significant and it fits its share of the budget (recurring
+    themes are dropped first); else nothing."""
+    if not arc.significant:
+        return ""
+    allowed = min(ARC_MAX_TOKENS, int(budget * ARC_BUDGET_SHARE))
+    for themes in (2, 1, 0):
+        note = render_arc_note(arc, themes)
+        if note and count_tokens(arc_line(note), model) + 1 <= allowed:
+            return note
+    return ""
 
 
 def strip_names(query: str, names: set[str]) -> str:

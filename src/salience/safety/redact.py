@@ -9,7 +9,9 @@ candidates pass through the detector, and flagged ones are dropped.
 from __future__ import annotations
 
 from salience.memory.extract import Candidate, Extractor
-from salience.model import Message
+from typing import Sequence
+
+from salience.model import MemoryItem, Message
 from salience.safety.detect import RuleBasedDetector
 
 
@@ -20,5 +22,10 @@ class WithoutDisclosures:
         self.inner = inner
         self.detector = detector or RuleBasedDetector()
 
-    async def extract(self, messages: list[Message]) -> list[Candidate]:
-        return [c for c in await self.inner.extract(messages) if not self.detector.detect_sync(c.text)]
+    @property
+    def uses_known_memories(self) -> bool:
+        return bool(getattr(self.inner, "uses_known_memories", False))
+
+    async def extract(self, messages: list[Message], known: Sequence[MemoryItem] = ()) -> list[Candidate]:
+        candidates = await (self.inner.extract(messages, known) if known else self.inner.extract(messages))
+        return [c for c in candidates if c.action == "delete" or not self.detector.detect_sync(c.text)]

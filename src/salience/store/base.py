@@ -16,10 +16,12 @@ from typing import Any, Protocol, runtime_checkable
 from salience.model import (
     AuditDraft,
     AuditEntry,
+    Entity,
     ErasureReceipt,
     ExtractionJob,
     MemoryItem,
     Message,
+    MessageSignal,
     OutboxEvent,
     SafetyRecord,
     UserRef,
@@ -96,7 +98,29 @@ class Store(Protocol):
         """A number that changes whenever the user's memories change (for caches)."""
 
     async def delete_memory(self, user: UserRef, memory_id: str) -> bool:
-        """Delete one memory and bump the user's version; False when there was none."""
+        """Delete one memory and bump the user's version; False when there was none. Its
+        entity links go with it (``unlink_memory``)."""
+
+    # -- the person model: entities and the arc's per-message signals -------------------------
+    # Derived data, written by the worker before it commits the job's memories (a re-run
+    # writes the same rows again). Both bump the user's version, so caches see them.
+    async def save_entities(self, user: UserRef, entities: list[Entity], links: list[tuple[str, str]]) -> None:
+        """Insert or update each entity by id (the stored aliases are kept: the union is
+        saved) and add the (entity id, memory id) links."""
+
+    async def load_entities(self, user: UserRef) -> list[Entity]:
+        """Every entity of the user with its linked memory ids, first seen first."""
+
+    async def unlink_memory(self, user: UserRef, memory_id: str) -> tuple[int, int]:
+        """Erasure of a memory's derived data: drop its entity links, and every entity left
+        with no memory at all; returns (links, entities) removed. ``delete_memory`` and
+        ``erase_memory`` do this too."""
+
+    async def save_message_signals(self, user: UserRef, signals: list[MessageSignal]) -> None:
+        """Insert or replace each message's signal, keyed by message id."""
+
+    async def load_message_signals(self, user: UserRef) -> list[MessageSignal]:
+        """Every message signal of the user, oldest first (the arc is computed from these)."""
 
     # -- safety -----------------------------------------------------------------------------
     async def get_safety_record(self, user: UserRef) -> SafetyRecord | None:

@@ -9,6 +9,10 @@ Key layout (``docs/scaling.md`` has the measured sizes):
     salience:{t:u}:meta            hash   version (bumped on every memory change), seq
     salience:{t:u}:done:<job>      string a committed job (expires): commits apply once
     salience:{t:u}:safety          hash   record (SafetyRecord JSON), updated_at
+    salience:{t:u}:entities        hash   entity id -> Entity JSON (aliases, relation, type)
+    salience:{t:u}:ent:<eid>       set    memory ids linked to the entity
+    salience:{t:u}:mement:<mid>    set    entity ids linked to the memory (erasure by memory id)
+    salience:{t:u}:signals         hash   message id -> MessageSignal JSON (the arc's input)
     salience:{queue}:stream        stream extraction jobs, consumer group ``workers``
     salience:{queue}:job:<id>      hash   the job: user, messages, status, attempts, entry
     salience:{queue}:delayed       zset   job id -> when a retried job is due again
@@ -54,10 +58,12 @@ from salience.model import (
     GENESIS_HASH,
     AuditDraft,
     AuditEntry,
+    Entity,
     ErasureReceipt,
     ExtractionJob,
     MemoryItem,
     Message,
+    MessageSignal,
     OutboxEvent,
     SafetyRecord,
     UserRef,
@@ -174,6 +180,8 @@ class RedisStore:
         self._retry = self._redis.register_script(scripts.RETRY)
         self._delete_memory = self._redis.register_script(scripts.DELETE_MEMORY)
         self._save_safety = self._redis.register_script(scripts.SAVE_SAFETY)
+        self._unlink_memory = self._redis.register_script(scripts.UNLINK_MEMORY)
+        self._bump_version = self._redis.register_script(scripts.BUMP_VERSION)
         self._outbox_enqueue = self._redis.register_script(scripts.OUTBOX_ENQUEUE)
         self._outbox_claim = self._redis.register_script(scripts.OUTBOX_CLAIM)
         self._outbox_ack = self._redis.register_script(scripts.OUTBOX_ACK)
@@ -306,7 +314,89 @@ class RedisStore:
         deleted = await self._delete_memory(
             keys=[f"{prefix}:mem:{memory_id}", f"{prefix}:mems", f"{prefix}:meta"], args=[memory_id]
         )
+        if deleted == 1:
+            await self.unlink_memory(user, memory_id)
         return deleted == 1
+
+    # -- the person model: entities and message signals -----------------------------------------
+    @_unavailable_on_connection_errors
+    async def unlink_memory(self, user: UserRef, memory_id: str) -> tuple[int, int]:
+        """Drop the memory's entity links and every entity left without a memory: (links, entities)."""
+        prefix = user_prefix(user)
+        entity_ids = sorted(m.decode() for m in await self._redis.smembers(f"{prefix}:mement:{memory_id}"))
+        gone = await self._unlink_memory(
+            keys=[f"{prefix}:mement:{memory_id}", f"{prefix}:entities", f"{prefix}:meta",
+                  *(f"{prefix}:ent:{e}" for e in entity_ids)],
+            args=[memory_id, *entity_ids],
+        )
+        return len(entity_ids), int(gone)
+
+    @_unavailable_on_connection_errors
+    async def save_entities(self, user: UserRef, entities: list[Entity], links: list[tuple[str, str]]) -> None:
+        if not entities and not links:
+            return
+        prefix = user_prefix(user)
+        key = f"{prefix}:entities"
+        data_key = await self._key(user, create=True)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            while True:  # optimistic: the aliases are a union with what another worker just saved
+                try:
+                    await pipe.watch(key)
+                    stored = await pipe.hmget(key, [e.id for e in entities]) if entities else []
+                    pipe.multi()
+                    for entity, raw in zip(entities, stored):
+                        doc = entity.to_json()
+                        if raw:
+                            stored = json.loads(self._unseal(data_key, user, raw.decode(), "entity") or "{}")
+                            doc["aliases"] = list(dict.fromkeys([*stored.get("aliases", []), *entity.aliases]))
+                        pipe.hset(key, entity.id, self._seal(data_key, user, json.dumps(doc), "entity"))
+                    for entity_id, memory_id in links:
+                        pipe.sadd(f"{prefix}:ent:{entity_id}", memory_id)
+                        pipe.sadd(f"{prefix}:mement:{memory_id}", entity_id)
+                    await self._bump_version(keys=[f"{prefix}:meta"], client=pipe)
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue
+
+    @_unavailable_on_connection_errors
+    async def load_entities(self, user: UserRef) -> list[Entity]:
+        prefix = user_prefix(user)
+        docs = await self._redis.hgetall(f"{prefix}:entities")
+        data_key = await self._key(user, create=False) if docs else None
+        ids = [entity_id.decode() for entity_id in docs]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for entity_id in ids:
+                pipe.smembers(f"{prefix}:ent:{entity_id}")
+            members = await pipe.execute()
+        entities = [
+            Entity.from_json(
+                json.loads(self._unseal(data_key, user, docs[entity_id.encode()].decode(), "entity") or "{}"),
+                sorted(m.decode() for m in linked),
+            )
+            for entity_id, linked in zip(ids, members)
+        ]
+        return sorted(entities, key=lambda e: (e.first_seen.timestamp() if e.first_seen else 0.0, e.id))
+
+    @_unavailable_on_connection_errors
+    async def save_message_signals(self, user: UserRef, signals: list[MessageSignal]) -> None:
+        if not signals:
+            return
+        prefix = user_prefix(user)
+        data_key = await self._key(user, create=True)
+        async with self._redis.pipeline(transaction=True) as tx:
+            tx.hset(f"{prefix}:signals", mapping={
+                s.message_id: self._seal(data_key, user, json.dumps(s.to_json()), "signal") for s in signals
+            })
+            await self._bump_version(keys=[f"{prefix}:meta"], client=tx)
+            await tx.execute()
+
+    @_unavailable_on_connection_errors
+    async def load_message_signals(self, user: UserRef) -> list[MessageSignal]:
+        raw = await self._redis.hvals(f"{user_prefix(user)}:signals")
+        data_key = await self._key(user, create=False) if raw else None
+        signals = [MessageSignal.from_json(json.loads(self._unseal(data_key, user, v.decode(), "signal") or "{}")) for v in raw]
+        return sorted(signals, key=lambda s: (s.created_at, s.message_id))
 
     # -- safety ---------------------------------------------------------------------------------
     @_unavailable_on_connection_errors
@@ -604,7 +694,12 @@ class RedisStore:
         receipt.count("extraction_jobs", await self._drop_jobs(holding))
         receipt.count("traces", await self._erase_traces(user, {memory_id, *sources}))
         receipt.count("safety_references", await self._forget_in_safety_record(user, set(sources)))
-        # (entities and arc: their links to this memory go here)
+        # Entities: its links, and any entity it was the last memory of. The arc: the signals
+        # (mood, topics) of the messages it came from.
+        links, entities = await self.unlink_memory(user, memory_id)
+        receipt.count("entity_links", links)
+        receipt.count("entities", entities)
+        receipt.count("message_signals", await self._redis.hdel(f"{prefix}:signals", *sources) if sources else 0)
         return receipt
 
     @_unavailable_on_connection_errors
@@ -618,6 +713,12 @@ class RedisStore:
         receipt.count("data_keys", await self._redis.exists(f"{prefix}:dek"))
         receipt.count("extraction_jobs", await self._drop_jobs([job_id for job_id, _ in await self._user_jobs(user)]))
         receipt.count("traces", await self._erase_traces(user, None))
+        receipt.count("entities", await self._redis.hlen(f"{prefix}:entities"))
+        receipt.count("message_signals", await self._redis.hlen(f"{prefix}:signals"))
+        links = 0
+        for key in await self._scan(_glob(prefix) + ":ent:*"):
+            links += await self._redis.scard(key)
+        receipt.count("entity_links", links)
         events = []
         for key in await self._scan(_glob(f"{OUTBOX}:event:") + "*"):
             record = await self._redis.hgetall(key)
@@ -636,7 +737,6 @@ class RedisStore:
         ]))
         for start in range(0, len(keys), 500):
             await self._redis.delete(*keys[start:start + 500])
-        # (entities and arc of the user go here)
         return receipt
 
     # -- the audit chain ---------------------------------------------------------------------------

@@ -182,6 +182,28 @@ bump_version(KEYS[3])
 return 1
 """
 
+# KEYS: the memory's entity set (mement:<mid>), entities hash, meta hash, then ent:<eid> per
+# linked entity. ARGV: memory id, then the entity ids in the same order. Drops the links and
+# every entity left with no memory (erasure of a memory's derived data).
+UNLINK_MEMORY = _BUMP_VERSION + """
+local gone = 0
+for i = 4, #KEYS do
+  redis.call('SREM', KEYS[i], ARGV[1])
+  if redis.call('SCARD', KEYS[i]) == 0 then
+    gone = gone + redis.call('HDEL', KEYS[2], ARGV[i - 2])
+  end
+end
+redis.call('DEL', KEYS[1])
+bump_version(KEYS[3])
+return gone
+"""
+
+# KEYS: meta hash. The version bump the person model's writes share with every other write.
+BUMP_VERSION = _BUMP_VERSION + """
+bump_version(KEYS[1])
+return 1
+"""
+
 # KEYS: safety hash, memory order zset, meta hash, then one key per pinned memory.
 # ARGV: record json, updated at, #pinned, per pinned: id, #field-values, field-values...
 # A pinned memory is replaced whole (a field it no longer has, like ``emb``, goes) and moves to

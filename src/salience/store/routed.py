@@ -14,10 +14,12 @@ from typing import Any
 from salience.model import (
     AuditDraft,
     AuditEntry,
+    Entity,
     ErasureReceipt,
     ExtractionJob,
     MemoryItem,
     Message,
+    MessageSignal,
     OutboxEvent,
     SafetyRecord,
     UserRef,
@@ -77,6 +79,21 @@ class RoutedStore:
 
     async def memory_version(self, user: UserRef) -> int:
         return await self.of(user.tenant).memory_version(user)
+
+    async def save_entities(self, user: UserRef, entities: list[Entity], links: list[tuple[str, str]]) -> None:
+        await self.of(user.tenant).save_entities(user, entities, links)
+
+    async def load_entities(self, user: UserRef) -> list[Entity]:
+        return await self.of(user.tenant).load_entities(user)
+
+    async def unlink_memory(self, user: UserRef, memory_id: str) -> tuple[int, int]:
+        return await self.of(user.tenant).unlink_memory(user, memory_id)
+
+    async def save_message_signals(self, user: UserRef, signals: list[MessageSignal]) -> None:
+        await self.of(user.tenant).save_message_signals(user, signals)
+
+    async def load_message_signals(self, user: UserRef) -> list[MessageSignal]:
+        return await self.of(user.tenant).load_message_signals(user)
 
     async def delete_memory(self, user: UserRef, memory_id: str) -> bool:
         return await self.of(user.tenant).delete_memory(user, memory_id)

@@ -96,6 +96,27 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (tenant, user_id)
     );
     """,
+    # 4: the person model. Entities (JSON docs) linked to memories, and one signal per user
+    # message (mood, topics) from which the arc is computed. All derived, all recomputable.
+    """
+    CREATE TABLE entities (
+        tenant TEXT NOT NULL, user_id TEXT NOT NULL, id TEXT NOT NULL,
+        doc TEXT NOT NULL, first_seen REAL,
+        PRIMARY KEY (tenant, user_id, id)
+    );
+
+    CREATE TABLE entity_links (
+        tenant TEXT NOT NULL, user_id TEXT NOT NULL, entity_id TEXT NOT NULL, memory_id TEXT NOT NULL,
+        PRIMARY KEY (tenant, user_id, entity_id, memory_id)
+    );
+    CREATE INDEX entity_links_by_memory ON entity_links (tenant, user_id, memory_id);
+
+    CREATE TABLE message_signals (
+        tenant TEXT NOT NULL, user_id TEXT NOT NULL, message_id TEXT NOT NULL,
+        created_at REAL NOT NULL, doc TEXT NOT NULL,
+        PRIMARY KEY (tenant, user_id, message_id)
+    );
+    """,
 ]
 
 

@@ -1,0 +1,95 @@
+"""Knowing the person: entities and arc signals from each extraction job, and the per-user
+view recall reads (cached until the store's version for the user moves).
+
+The worker calls ``update_person_model`` with the memories a job adds, before it commits them:
+entities, links and message signals are all keyed by stable ids, so a job that runs again
+writes the same rows again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable
+
+import numpy as np
+
+from salience.memory.arc import Arc, compute_arc, message_signals
+from salience.memory.entities import EntityResolver, MemoryText, entities_in_query
+from salience.model import Entity, MemoryItem, Message, MessageSignal, UserRef
+from salience.store.base import Store
+
+
+async def update_person_model(
+    store: Store,
+    user: UserRef,
+    messages: list[Message],
+    new_memories: list[MemoryItem],
+    flagged: Callable[[str], bool],
+) -> None:
+    """Resolve the entities the new memories mention, link them, and store one signal per
+    user message of the job."""
+    by_id = {m.id: m for m in messages}
+    speakers = {m.name for m in messages if m.name}
+    resolver = EntityResolver(user, await store.load_entities(user), skip_names=speakers)
+    entity_ids: dict[str, list[str]] = {}
+    for memory in new_memories:
+        source = by_id.get(memory.sources[0]) if memory.sources else None
+        by_user = source is None or source.role == "user"
+        ids = resolver.link_memory(MemoryText(memory.id, memory.text, memory.speaker, by_user, memory.created_at))
+        for source_id in memory.sources:
+            entity_ids.setdefault(source_id, []).extend(i for i in ids if i not in entity_ids.get(source_id, []))
+    known = list(resolver.entities.values())
+    for message in messages:  # a turn that only asks ("how is my sis?") still touches the entity
+        if message.role == "user":
+            for entity in entities_in_query(message.content, known, speakers):
+                entity_ids.setdefault(message.id, [])
+                if entity.id not in entity_ids[message.id]:
+                    entity_ids[message.id].append(entity.id)
+    await store.save_entities(user, resolver.changed_entities(), resolver.links)
+    await store.save_message_signals(user, message_signals(messages, entity_ids, flagged))
+
+
+@dataclass
+class PersonModel:
+    """One user's entities and arc signals, as recall uses them."""
+
+    version: int
+    entities: list[Entity]
+    signals: list[MessageSignal]
+    _arcs: dict[float | None, Arc] = field(default_factory=dict)
+
+    def arc(self, at: datetime | None = None) -> Arc:
+        key = at.timestamp() if at else None
+        if key not in self._arcs:
+            if len(self._arcs) > 32:
+                self._arcs.clear()
+            self._arcs[key] = compute_arc(self.signals, self.entities, at)
+        return self._arcs[key]
+
+    def linked_mask(self, query: str, items: list[MemoryItem], speakers: set[str]) -> np.ndarray:
+        """Which memories are linked to an entity the turn refers to ("my sister" finds the
+        memories that only say "Sarah")."""
+        mask = np.zeros(len(items), dtype=bool)
+        referred = entities_in_query(query, self.entities, speakers)
+        if not referred:
+            return mask
+        linked = {memory_id for entity in referred for memory_id in entity.memory_ids}
+        return np.array([item.id in linked for item in items], dtype=bool)
+
+
+class PersonCache:
+    def __init__(self, store: Store, max_users: int = 10_000) -> None:
+        self.store = store
+        self.max_users = max_users
+        self._models: dict[UserRef, PersonModel] = {}
+
+    async def get(self, user: UserRef, version: int) -> PersonModel:
+        cached = self._models.get(user)
+        if cached is not None and cached.version == version:
+            return cached
+        model = PersonModel(version, await self.store.load_entities(user), await self.store.load_message_signals(user))
+        if len(self._models) >= self.max_users:
+            self._models.pop(next(iter(self._models)))
+        self._models[user] = model
+        return model

@@ -10,7 +10,9 @@ from datetime import timedelta
 from salience.memory.embed import Embedder, build_embedder
 from salience.memory.extract import Extractor, SelfDisclosureExtractor
 from salience.memory.recall import Recaller
+from salience.memory.shared_embeddings import SharedEmbeddings
 from salience.safety.escalate import EscalationSender
+from salience.safety.hybrid import build_detector
 from salience.safety.redact import WithoutDisclosures
 from salience.safety.screen import SafetyService
 from salience.settings import Config, TenantSettings, hash_api_key
@@ -64,8 +66,10 @@ class Services:
         upstreams: dict[str, Upstream] | None = None,
     ) -> "Services":
         store = store or open_store(config.server.resolved_store_url)
-        embedder = embedder or build_embedder(config.server.embedder)
-        extractor = WithoutDisclosures(extractor or SelfDisclosureExtractor())
+        # one embedding of a message for safety screening and recall (see shared_embeddings.py)
+        embedder = SharedEmbeddings(embedder or build_embedder(config.server.embedder))
+        detector = build_detector(embedder)
+        extractor = WithoutDisclosures(extractor or SelfDisclosureExtractor(), detector)
         upstreams = upstreams or {tid: build_upstream(t.upstream) for tid, t in config.tenants.items()}
         spool = ExchangeSpool(config.server.data_dir / "spool")
         return cls(
@@ -81,7 +85,7 @@ class Services:
             tenants=TenantDirectory(config.tenants),
             spool=spool,
             replayer=SpoolReplayer(spool, store, config.tenants),
-            safety=SafetyService.build(config, store),
+            safety=SafetyService.build(config, store, detector),
             escalations=EscalationSender(store, config.tenants, config.server.webhooks),
         )
 

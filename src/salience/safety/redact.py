@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from salience.memory.extract import Candidate, Extractor
 from salience.model import Message
-from salience.safety.detect import RuleBasedDetector
+from salience.safety.detect import RuleBasedDetector, SafetyDetector
 
 
 class WithoutDisclosures:
-    """An ``Extractor`` that drops the candidates the offline detector flags."""
+    """An ``Extractor`` that drops the candidates the offline detector flags (the same detector
+    that screens requests)."""
 
-    def __init__(self, inner: Extractor, detector: RuleBasedDetector | None = None) -> None:
+    def __init__(self, inner: Extractor, detector: SafetyDetector | None = None) -> None:
         self.inner = inner
         self.detector = detector or RuleBasedDetector()
 
     async def extract(self, messages: list[Message]) -> list[Candidate]:
-        return [c for c in await self.inner.extract(messages) if not self.detector.detect_sync(c.text)]
+        return [c for c in await self.inner.extract(messages) if not await self.detector.detect(c.text)]

@@ -38,4 +38,6 @@ class SharedEmbeddings:
         return np.stack([self._recent[t] if t in self._recent else (await self.inner.embed([t]))[0] for t in texts])
 
     def __getattr__(self, name: str):  # load(), embed_sync() and the like of the wrapped embedder
+        if name == "inner":
+            raise AttributeError(name)
         return getattr(self.inner, name)

@@ -84,7 +84,8 @@ def strongest_first(flags: list[Flag]) -> list[Flag]:
 
 
 class RuleBasedDetector:
-    """The offline default: pattern tables, no model, no network."""
+    """The rules: pattern tables, no model, no network. ``HybridDetector`` (hybrid.py) combines
+    them with the learned classifier; alone, they are the fallback without the embedding model."""
 
     async def detect(self, text: str) -> list[Flag]:
         return self.detect_sync(text)

@@ -191,3 +191,17 @@ async def test_negation_distance_quotes_and_severity(detector, text, expected):
     assert sorted((f.category, f.severity) for f in flags) == sorted(expected)
 
 
+
+
+def test_another_embedder_for_recall_gets_the_classifier_its_own_model():
+    """The weights mean nothing on a hosted model's vectors: the detector embeds with its own."""
+
+    class Hosted:
+        name = "openai/text-embedding-3-small"
+
+        async def embed(self, texts):
+            raise AssertionError("the safety classifier must not read these vectors")
+
+    detector = build_detector(Hosted())
+    assert isinstance(detector, HybridDetector)
+    assert detector.embedder.name == "all-MiniLM-L6-v2"

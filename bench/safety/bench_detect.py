@@ -1,10 +1,19 @@
-"""Detection latency per message: the offline detector against baselines measured in the same run.
+"""Detection latency per message: rules only, rules + classifier, against baselines in the same run.
 
     PYTHONPATH=src python bench/safety/bench_detect.py [--rounds 20]
 
 Messages are the labelled corpus in tests/safety (short chat messages) plus the same
-messages padded to ~600 characters (a long, rambling turn). Baselines: a no-op, and one
-plain regex pass (the cheapest thing a detector could do). Prints p50/p95 in microseconds.
+messages padded to ~600 characters (a long, rambling turn). Rows:
+
+- no-op, and one plain regex pass: what measuring costs, and the cheapest possible detector;
+- rules only: ``RuleBasedDetector``;
+- rules + classifier, embedding precomputed: ``HybridDetector`` whose embedder hands back
+  vectors computed beforehand; this is its cost on the request path, where recall needs
+  the same embedding anyway (``SharedEmbeddings``);
+- rules + classifier, embedding included: all-MiniLM-L6-v2 on the CPU inside the timing
+  (a request that does not recall, or a hosted embedder for recall).
+
+Prints p50/p95 in microseconds.
 """
 
 from __future__ import annotations
@@ -15,10 +24,15 @@ import re
 import statistics
 import time
 from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import yaml
 
+from salience.memory.embed import LocalMiniLMEmbedder
+from salience.safety.classifier import SENTENCE_SPLIT_CHARS, sentences
 from salience.safety.detect import RuleBasedDetector
+from salience.safety.hybrid import HybridDetector
 
 CORPUS = Path(__file__).resolve().parents[2] / "tests" / "safety"
 PLAIN_REGEX = re.compile(r"suicid|kill myself|self[- ]harm|hurt myself|overdos|hits me|want to die", re.IGNORECASE)
@@ -30,6 +44,39 @@ def corpus() -> list[str]:
     for path in sorted(CORPUS.glob("corpus_*.yaml")):
         texts.extend(m["text"] for m in yaml.safe_load(path.read_text())["messages"])
     return texts
+
+
+class Precomputed:
+    """An embedder that already holds every vector (what recall's shared embedding gives)."""
+
+    name = "all-MiniLM-L6-v2"
+
+    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
+        self.vectors = vectors
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([self.vectors[t] for t in texts])
+
+
+class InlineMiniLM:
+    """all-MiniLM-L6-v2 computed inside the call (no thread hop, so it can be timed synchronously)."""
+
+    name = "all-MiniLM-L6-v2"
+
+    def __init__(self, model: LocalMiniLMEmbedder) -> None:
+        self.model = model
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.model.embed_sync(texts)
+
+
+def run(coroutine):
+    """Drive a coroutine that never waits on the event loop (both embedders above)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    raise RuntimeError("the coroutine waited on something")
 
 
 def measure(fn, texts: list[str], rounds: int) -> tuple[float, float]:
@@ -46,20 +93,30 @@ def measure(fn, texts: list[str], rounds: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=20)
-    rounds = parser.parse_args().rounds
-    detector = RuleBasedDetector()
+    parser.add_argument("--embedding-rounds", type=int, default=2, help="rounds for the rows that run the model")
+    args = parser.parse_args()
+    rules = RuleBasedDetector()
     short = corpus()
     long = [(text + FILLER * 6)[:600] for text in short]
-    print(f"{len(short)} messages x {rounds} rounds; Python {platform.python_version()} on {platform.machine()}")
-    print(f"{'':32}{'p50 us':>10}{'p95 us':>10}")
-    for name, fn in (
-        ("no-op", lambda text: None),
-        ("plain regex pass", PLAIN_REGEX.search),
-        ("offline detector", detector.detect_sync),
+    model = LocalMiniLMEmbedder()
+    model.load()
+    every_text = [*short, *long, *(s for t in long if len(t) > SENTENCE_SPLIT_CHARS for s in sentences(t))]
+    unique = list(dict.fromkeys(every_text))
+    precomputed = HybridDetector(Precomputed(dict(zip(unique, model.embed_sync(unique)))))
+    inline = HybridDetector(InlineMiniLM(model))
+    print(f"{len(short)} messages x {args.rounds} rounds; Python {platform.python_version()} on {platform.machine()}")
+    print(f"{'':56}{'p50 us':>10}{'p95 us':>10}")
+    for name, fn, rounds in (
+        ("no-op", lambda text: None, args.rounds),
+        ("plain regex pass", PLAIN_REGEX.search, args.rounds),
+        ("rules only", rules.detect_sync, args.rounds),
+        ("rules + classifier, embedding precomputed", lambda text: run(precomputed.detect(text)), args.rounds),
+        ("rules + classifier, embedding included", lambda text: run(inline.detect(text)), args.embedding_rounds),
+        ("(the embedding alone)", lambda text: model.embed_sync([text]), args.embedding_rounds),
     ):
         for label, texts in (("short", short), ("600 chars", long)):
             p50, p95 = measure(fn, texts, rounds)
-            print(f"{name + ' (' + label + ')':32}{p50:>10.1f}{p95:>10.1f}")
+            print(f"{name + ' (' + label + ')':56}{p50:>10.1f}{p95:>10.1f}")
 
 
 if __name__ == "__main__":

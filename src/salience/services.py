@@ -13,8 +13,10 @@ from salience.compliance.retention import RetentionSweeper
 from salience.memory.embed import Embedder, build_embedder
 from salience.memory.extract import Extractor, SelfDisclosureExtractor
 from salience.memory.recall import Recaller
+from salience.memory.shared_embeddings import SharedEmbeddings
 from salience.model import ExtractionJob, MemoryItem, UserRef
 from salience.safety.escalate import EscalationSender
+from salience.safety.hybrid import build_detector
 from salience.safety.redact import WithoutDisclosures
 from salience.safety.screen import SafetyService
 from salience.settings import Config, TenantSettings, hash_api_key
@@ -97,8 +99,10 @@ class Services:
         upstreams: dict[str, Upstream] | None = None,
     ) -> "Services":
         store = store or open_region_stores(config)
-        embedder = embedder or build_embedder(config.server.embedder)
-        extractor = WithoutDisclosures(extractor or build_extractor(config))
+        # one embedding of a message for safety screening and recall (see shared_embeddings.py)
+        embedder = SharedEmbeddings(embedder or build_embedder(config.server.embedder))
+        detector = build_detector(embedder)
+        extractor = WithoutDisclosures(extractor or build_extractor(config), detector)
         upstreams = upstreams or {tid: build_upstream(t.upstream) for tid, t in config.tenants.items()}
         spool = ExchangeSpool(config.server.data_dir / "spool")
         auditor = Auditor(lambda tenant: store)  # type: ignore[arg-type]
@@ -116,7 +120,7 @@ class Services:
             tenants=TenantDirectory(config.tenants),
             spool=spool,
             replayer=SpoolReplayer(spool, store, config.tenants),
-            safety=SafetyService.build(config, store),
+            safety=SafetyService.build(config, store, detector),
             escalations=EscalationSender(store, config.tenants, config.server.webhooks),
             auditor=auditor,
             retention=RetentionSweeper(

@@ -164,3 +164,20 @@ async def test_crisis_sentences_are_remembered_only_as_the_pinned_note(make_prox
     assert "My dog Pip died on Sunday." in texts
     assert not any("pills" in text for text in texts)
     assert [m["kind"] for m in memories if m["pinned"]] == ["safety"]
+
+
+async def test_classify_catches_a_phrasing_no_rule_was_written_for(make_proxy, upstream):
+    proxy = make_proxy(upstream)
+    async with proxy.http() as http, proxy.client() as client:
+        result = (await http.post("/v1/safety/classify", json={"text": "the pills are in my hand right now"})).json()
+        negated = (await http.post("/v1/safety/classify", json={"text": "I would never hurt myself"})).json()
+        raw = await client.chat.completions.with_raw_response.create(
+            model="m", messages=[{"role": "user", "content": "I carved his name into my arm"}],
+            user="noa",
+        )
+    [flag] = result["flags"]
+    assert flag["category"] == "suicidal_ideation" and flag["severity"] == "imminent"
+    assert 0 < flag["score"] <= 1 and flag["evidence"] == "the pills are in my hand right now"
+    assert negated["flags"] == []
+    assert raw.headers["x-salience-safety"].startswith("self_harm:")
+    assert "<safety>" in memory_block(upstream.last_messages())

@@ -84,16 +84,23 @@ def strongest_first(flags: list[Flag]) -> list[Flag]:
 
 
 class RuleBasedDetector:
-    """The offline default: pattern tables, no model, no network."""
+    """The rules: pattern tables, no model, no network. ``HybridDetector`` (hybrid.py) combines
+    them with the learned classifier; alone, they are the fallback without the embedding model."""
 
     async def detect(self, text: str) -> list[Flag]:
         return self.detect_sync(text)
 
     def detect_sync(self, text: str) -> list[Flag]:
+        return self.read(text).flags
+
+    def read(self, text: str) -> "Reading":
+        """The flags, and whether the message said something crisis-like that the rules set
+        aside (a negation, someone else, a story, an idiom, others' quoted words)."""
         normalised = normalise(text)
         if not normalised:
-            return []
+            return Reading([], set_aside=False)
         cleaned = without_quoted_speech(without_idioms(normalised))
+        set_aside = cleaned != normalised
         laughing = bool(LAUGHTER.search(normalised))
         distant = bool(DISTANT_PAST.search(cleaned)) and not PRESENT_AGAIN.search(cleaned)
         planning = bool(PLAN_MEANS_TIMELINE.search(cleaned))
@@ -110,8 +117,10 @@ class RuleBasedDetector:
                 if "\n" in match.group(0):
                     continue  # a pattern spanning two clauses (through a literal space class)
                 if is_negated(prefix) or is_fiction(prefix):
+                    set_aside = True
                     continue
                 if rule.needs_first_person and not speaker_is_subject(prefix):
+                    set_aside = True
                     continue
                 past = rule.past_act or bool(AFTER_AN_ATTEMPT.search(prefix))
                 severity = adjusted_severity(rule, past, distant=distant, laughing=laughing, planning=planning)
@@ -119,7 +128,13 @@ class RuleBasedDetector:
                 current = best.get(rule.category)
                 if current is None or SEVERITY_RANK[severity] > SEVERITY_RANK[current.severity]:
                     best[rule.category] = flag
-        return strongest_first(list(best.values()))
+        return Reading(strongest_first(list(best.values())), set_aside)
+
+
+@dataclass(frozen=True)
+class Reading:
+    flags: list[Flag]
+    set_aside: bool  # a crisis phrase was read and deliberately not flagged
 
 
 def normalise(text: str) -> str:

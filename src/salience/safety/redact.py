@@ -8,17 +8,18 @@ candidates pass through the detector, and flagged ones are dropped.
 
 from __future__ import annotations
 
-from salience.memory.extract import Candidate, Extractor
 from typing import Sequence
 
+from salience.memory.extract import Candidate, Extractor
 from salience.model import MemoryItem, Message
-from salience.safety.detect import RuleBasedDetector
+from salience.safety.detect import RuleBasedDetector, SafetyDetector
 
 
 class WithoutDisclosures:
-    """An ``Extractor`` that drops the candidates the offline detector flags."""
+    """An ``Extractor`` that drops the candidates the offline detector flags (the same detector
+    that screens requests)."""
 
-    def __init__(self, inner: Extractor, detector: RuleBasedDetector | None = None) -> None:
+    def __init__(self, inner: Extractor, detector: SafetyDetector | None = None) -> None:
         self.inner = inner
         self.detector = detector or RuleBasedDetector()
 
@@ -28,4 +29,4 @@ class WithoutDisclosures:
 
     async def extract(self, messages: list[Message], known: Sequence[MemoryItem] = ()) -> list[Candidate]:
         candidates = await (self.inner.extract(messages, known) if known else self.inner.extract(messages))
-        return [c for c in candidates if c.action == "delete" or not self.detector.detect_sync(c.text)]
+        return [c for c in candidates if c.action == "delete" or not await self.detector.detect(c.text)]

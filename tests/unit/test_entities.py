@@ -65,3 +65,10 @@ def test_the_arc_as_of_a_moment_ignores_later_sessions():
     signals = [signal(0, 0.8), signal(1, 0.3), signal(2, -0.4), signal(3, 0.9)]
     assert compute_arc(signals, [], at=T0 + timedelta(days=2, hours=1)).mood_trend == "falling"
     assert compute_arc(signals, []).mood_trend != "falling"
+
+
+def test_the_llm_extractors_third_person_reads_as_the_users_own():
+    assert [(m.surface, m.relation, m.name) for m in find_mentions("Sarah is the user's sister.")] == [("my sister", "sister", "Sarah")]
+    assert [(m.surface, m.relation, m.name) for m in find_mentions("The user's manager Priya praised the report.")] == [
+        ("my manager", "manager", "Priya"),
+    ]

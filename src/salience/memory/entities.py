@@ -59,12 +59,16 @@ NAME = r"[A-Z][a-z]+(?:[-'][A-Z][a-z]+)?"
 FULL_NAME = rf"{NAME}(?:\s{NAME})?"
 # "my sister Sarah", "my sister, Sarah, ..." (an appositive closes with a comma, "and" or the
 # end), but not "my kids, Seeing them ..."
+# The LLM extractor writes about the user in the third person: "the user's sister" is "my sister".
+DETERMINER = r"(?P<det>[Mm]y|[Oo]ur|[Tt]he user's)"
 RELATION_THEN_NAME = re.compile(
-    rf"\b(?P<det>[Mm]y|[Oo]ur)\s+{MODIFIERS}(?P<rel>{RELATION_WORDS})\b"
+    rf"\b{DETERMINER}\s+{MODIFIERS}(?P<rel>{RELATION_WORDS})\b"
     rf"(?:\s+(?:named\s+|called\s+)?(?P<name>{FULL_NAME})|,\s*(?P<apposed>{FULL_NAME})(?=\s*(?:,|\band\b|[.!?)]|$)))?"
 )
 NAMED = re.compile(rf"\b(?:a|an|another|one)\s+(?P<rel>{RELATION_WORDS})\s+(?:named|called)\s+(?P<name>{NAME})\b")
-NAME_THEN_RELATION = re.compile(rf"\b(?P<name>{FULL_NAME}),?\s+\(?(?P<det>my|our)\s+{MODIFIERS}(?P<rel>{RELATION_WORDS})\b")
+NAME_THEN_RELATION = re.compile(
+    rf"\b(?P<name>{FULL_NAME})(?:,?\s+\(?|\s+is\s+)(?P<det>my|our|the user's)\s+{MODIFIERS}(?P<rel>{RELATION_WORDS})\b"
+)
 CAPITALISED = re.compile(rf"\b{FULL_NAME}\b(?:'s)?")
 PLACE_BEFORE = re.compile(r"\b(in|to|from|near|visit(?:ed|ing)?|moved to|trip to|lives? in)\s+$", re.I)
 ORGANISATION_BEFORE = re.compile(r"\b(work(?:s|ed|ing)?|job|intern(?:ing|ship)?|employed|hired)\s+(?:at|for|by)\s+$", re.I)
@@ -117,7 +121,7 @@ def find_mentions(text: str, known_names: set[str] | frozenset[str] = frozenset(
             surface_word = match.group("rel").lower()
             relation, kind = RELATIONS[surface_word]
             name = groups.get("name") or groups.get("apposed")
-            determiner = (groups.get("det") or "my").lower()
+            determiner = (groups.get("det") or "my").lower().replace("the user's", "my")
             if name and not looks_like_name(name.split()[0]):
                 name = None
             if name and name.split()[-1] in NOT_NAMES:

@@ -369,10 +369,15 @@ class Plan:
     extraction_per_round: int
 
 
+FULL = Plan([10_000, 100_000], 6, 40, 15, [1, 16, 64], 3, 3.0, 5, 40)
+QUICK = Plan([10_000], 2, 10, 5, [1, 16], 1, 1.5, 2, 10)
+
+
 def plan_of(args: argparse.Namespace) -> Plan:
-    if args.quick:
-        return Plan([10_000], 2, 10, 5, [1, 16], 1, 1.5, 2, 10)
-    return Plan(args.sizes, args.rounds, 40, 15, [1, 16, 64], 3, args.seconds, 4, 40)
+    """The full or quick plan, with any value given on the command line in its place."""
+    plan = QUICK if args.quick else FULL
+    given = {name: value for name, value in vars(args).items() if name in Plan.__dataclass_fields__ and value is not None}
+    return Plan(**{**plan.__dict__, **given})
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -579,9 +584,15 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run: 10k only, fewer rounds")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="memories per user")
-    parser.add_argument("--rounds", type=int, default=6, help="latency rounds (each: 40 plain + 15 streamed per system)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per throughput run")
+    parser.add_argument("--sizes", type=int, nargs="+", help="memories per user (default 10000 100000)")
+    parser.add_argument("--rounds", type=int, help="latency rounds (default 6)")
+    parser.add_argument("--per-round", type=int, help="non-streamed requests per system per round (default 40)")
+    parser.add_argument("--stream-per-round", type=int, help="streamed requests per system per round (default 15)")
+    parser.add_argument("--levels", type=int, nargs="+", help="throughput concurrencies (default 1 16 64)")
+    parser.add_argument("--throughput-rounds", type=int, help="throughput runs per system and level (default 3)")
+    parser.add_argument("--throughput-seconds", type=float, help="seconds per throughput run (default 3)")
+    parser.add_argument("--extraction-rounds", type=int, help="extraction on/off rounds (default 5)")
+    parser.add_argument("--extraction-per-round", type=int, help="requests per round (default 40)")
     parser.add_argument("--delay", type=float, default=0.02, help="the fake upstream's delay, seconds")
     parser.add_argument("--chunks", type=int, default=50, help="chunks in a streamed reply")
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM's proxy (no venv needed)")

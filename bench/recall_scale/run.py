@@ -65,7 +65,7 @@ async def measure(size: int, queries: int, embedder: LocalMiniLMEmbedder, work: 
     build_seconds = time.perf_counter() - started
     recall_ms, embed_ms = [], []
     for n in range(queries):
-        question = f"{QUESTIONS[n % len(QUESTIONS)]} ({n})"
+        question = f"{QUESTIONS[n % len(QUESTIONS)]} ({size}-{n})"  # new text: nothing cached
         t0 = time.perf_counter()
         await embedder.embed([question + " again"])
         t1 = time.perf_counter()
@@ -90,13 +90,14 @@ async def main() -> None:
     parser.add_argument("--queries", type=int, default=60)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
-    embedder = LocalMiniLMEmbedder()
+    embedder = LocalMiniLMEmbedder(query_cache=0)  # every query embedded: the cost a new turn pays
     embedder.load()
     with tempfile.TemporaryDirectory() as work:
         rows = [await measure(size, args.queries, embedder, Path(work)) for size in args.sizes]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "recall_scale.json").write_text(json.dumps({"cores": os.cpu_count(), "rows": rows}, indent=2))
-    lines = [f"# Recall latency by memory-set size ({os.cpu_count()} cores)", "",
+    (args.out / "recall_scale.json").write_text(
+        json.dumps({"cores": os.cpu_count(), "embedder_runtime": embedder.runtime, "rows": rows}, indent=2))
+    lines = [f"# Recall latency by memory-set size ({os.cpu_count()} cores, embedder on {embedder.runtime})", "",
              "| memories | recall p50 ms | recall p95 ms | query embedding alone p50 ms | recall / embedding | cache build s |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['memories']} | {r['recall_ms_p50']} | {r['recall_ms_p95']} | {r['embedding_only_ms_p50']} | "

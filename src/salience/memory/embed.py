@@ -48,6 +48,9 @@ class LocalMiniLMEmbedder:
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._query_cache_size = query_cache
         self._cache_lock = threading.Lock()
+        self._batch_loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: list[tuple[str, asyncio.Future[np.ndarray]]] = []
+        self._draining: asyncio.Task[None] | None = None
 
     def load(self) -> None:
         """Load the model now (it takes seconds) instead of on the first request."""
@@ -77,18 +80,26 @@ class LocalMiniLMEmbedder:
         return self._encode(list(texts))
 
     def _embed_one(self, text: str) -> np.ndarray:
+        cached = self._cached(text)
+        if cached is not None:
+            return cached
+        vector = self._encode([text])[0]
+        self._remember(text, vector)
+        return vector
+
+    def _cached(self, text: str) -> np.ndarray | None:
         with self._cache_lock:
             cached = self._query_cache.get(text)
             if cached is not None:
                 self._query_cache.move_to_end(text)
-                return cached
-        vector = self._encode([text])[0]
+            return cached
+
+    def _remember(self, text: str, vector: np.ndarray) -> None:
         vector.setflags(write=False)  # shared by every caller that asks for the same text
         with self._cache_lock:
             self._query_cache[text] = vector
             if len(self._query_cache) > self._query_cache_size:
                 self._query_cache.popitem(last=False)
-        return vector
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if self.runtime == "onnx":
@@ -103,7 +114,45 @@ class LocalMiniLMEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 1 and self._model is not None:
+            cached = self._cached(texts[0])
+            vector = cached if cached is not None else await self._together(texts[0])
+            return vector[None, :].copy()
         return await asyncio.to_thread(self.embed_sync, texts)
+
+    async def _together(self, text: str) -> np.ndarray:
+        """Single texts (each turn's query) that arrive while others are being embedded wait
+        for the next run and go in it together: a busy proxy runs the model once for many
+        turns instead of once per turn, and an idle one does not wait at all."""
+        loop = asyncio.get_running_loop()
+        if self._batch_loop is not loop:  # a new event loop (tests run several): start afresh
+            self._batch_loop, self._waiting, self._draining = loop, [], None
+        future: asyncio.Future[np.ndarray] = loop.create_future()
+        self._waiting.append((text, future))
+        if self._draining is None:
+            self._draining = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting[: self.batch_size], self._waiting[self.batch_size:]
+                texts = list(dict.fromkeys(text for text, _ in batch))
+                try:
+                    vectors = await asyncio.to_thread(self._encode, texts)
+                except Exception as exc:  # every waiter gets the error, as a lone call would
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                by_text = {text: vectors[n].copy() for n, text in enumerate(texts)}
+                for text, vector in by_text.items():
+                    self._remember(text, vector)
+                for text, future in batch:
+                    if not future.done():  # a cancelled request no longer waits
+                        future.set_result(by_text[text])
+        finally:
+            self._draining = None
 
 
 def _onnxruntime_installed() -> bool:

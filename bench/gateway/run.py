@@ -19,7 +19,7 @@ Then, interleaved in rounds so machine noise hits every system alike:
 
 Writes bench/results/gateway.json and gateway.md.
 
-    python bench/gateway/run.py            # the full report (about 8 minutes on 2 cores)
+    python bench/gateway/run.py            # the full report (about 6 minutes on 2 cores)
     python bench/gateway/run.py --quick    # a smoke run (about 1-2 minutes, 10k pass only)
 """
 
@@ -433,6 +433,10 @@ async def run(args: argparse.Namespace) -> dict:
         targets.append(Target("salience, memory off", salience.url, salience, bearer(API_KEY)))
         targets += [Target(f"salience, memory on, {size:,}", salience.url, salience, bearer(API_KEY, f"u{size}"))
                     for size in plan.sizes]
+        # the same turns with no extraction worker in the process: what the worker costs a reply
+        ext_user = 10_000 if 10_000 in plan.sizes else plan.sizes[0]
+        targets.append(Target(f"salience, memory on, {ext_user:,}, extraction off", servers["off"].url,
+                              servers["off"], bearer(API_KEY, f"u{ext_user}")))
         if not args.no_litellm_transport:
             targets.append(Target("salience via litellm transport, memory off", salience.url, salience,
                                   bearer(LITELLM_TRANSPORT_KEY)))
@@ -440,7 +444,7 @@ async def run(args: argparse.Namespace) -> dict:
         for target in targets:
             await asyncio.to_thread(httpx.post, target.url + "/v1/chat/completions", timeout=300,
                                     headers=target.headers, content=target.body(False))
-        throughput_targets = [t for t in targets if "litellm transport" not in t.name]
+        throughput_targets = [t for t in targets if "litellm transport" not in t.name and "extraction" not in t.name]
         idle_rss = {t.name: rss_mb(t.service.pid) for t in targets}
 
         ext_size = 10_000 if 10_000 in plan.sizes else plan.sizes[0]

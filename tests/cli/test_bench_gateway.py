@@ -31,7 +31,8 @@ def test_bench_gateway_writes_a_report_with_every_system(tmp_path: Path):
     report = json.loads((tmp_path / "gateway.json").read_text())
     assert report["machine"]["cores"] == os.cpu_count()
     systems = {row["system"]: row for row in report["systems"]}
-    assert set(systems) == {"upstream (floor)", "salience, memory off", "salience, memory on, 300"}
+    assert set(systems) == {
+        "upstream (floor)", "salience, memory off", "salience, memory on, 300", "salience, memory on, 300, extraction off"}
     memory_on = systems["salience, memory on, 300"]
     assert memory_on["latency_ms"]["n"] == 3 and memory_on["ttft_ms"]["n"] == 2
     assert memory_on["throughput"]["2"]["rps"] > 0 and memory_on["throughput"]["2"]["errors"] == 0

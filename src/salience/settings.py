@@ -62,6 +62,8 @@ class ExtractionSettings(_Strict):
     lease_seconds: float = Field(120.0, ge=1, le=86_400)
     # false: exchanges are still queued (durably) but this process runs no extraction worker
     enabled: bool = True
+
+
 class WebhookDeliverySettings(_Strict):
     """How the escalation outbox is drained: retries with exponential backoff."""
 

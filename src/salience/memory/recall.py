@@ -161,7 +161,10 @@ class MemoryCache:
         if cached is not None and cached.version == version:
             return cached
         if cached is not None and len(cached.items) >= self.REBUILD_IN_BACKGROUND_FROM:
-            if user not in self._rebuilding and time.monotonic() >= self._next_rebuild.get(user, 0.0):
+            running = self._rebuilding.get(user)
+            # a task left on another (closed) event loop will never finish: start afresh
+            idle = running is None or running.done() or running.get_loop() is not asyncio.get_running_loop()
+            if idle and time.monotonic() >= self._next_rebuild.get(user, 0.0):
                 self._rebuilding[user] = asyncio.create_task(self._rebuild(user, version))
             return cached
         return await self._build(user, version)

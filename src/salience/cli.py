@@ -226,6 +226,41 @@ def export_command(
     console.print(f"{len(data['memories'])} memories, {len(data['audit'])} audit entries written to {out}")
 
 
+bench_app = typer.Typer(help="Measure speed: the benchmarks in bench/, run from a checkout.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+def _bench_script(*parts: str) -> Path:
+    """A benchmark script of the repository checkout this package runs from (or of the cwd)."""
+    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
+        script = root.joinpath("bench", *parts)
+        if script.exists():
+            return script
+    console.print(f"[red]bench/{'/'.join(parts)} not found[/red]: run from a salience checkout")
+    raise typer.Exit(2)
+
+
+@bench_app.command(
+    "gateway", context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+)
+def bench_gateway(context: typer.Context) -> None:
+    """salience against the bare upstream and LiteLLM's proxy: latency, TTFT, throughput, CPU, RSS.
+
+    Every option goes to bench/gateway/run.py (--quick for a short run, --help for all of them);
+    results land in bench/results/gateway.{json,md}.
+    """
+    import os
+    import subprocess
+
+    script = _bench_script("gateway", "run.py")
+    env = dict(os.environ)
+    # the benchmark's own processes import this very salience, whatever the cwd
+    source = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
+    completed = subprocess.run([sys.executable, str(script), *context.args], env=env, cwd=script.parents[2])
+    raise typer.Exit(completed.returncode)
+
+
 @app.command()
 def demo() -> None:
     """A scripted two-session conversation against a local echo upstream, offline."""

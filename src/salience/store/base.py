@@ -94,6 +94,10 @@ class Store(Protocol):
     ) -> tuple[list[MemoryItem], bool]:
         """A page of memories, oldest first, without embeddings, and whether more follow."""
 
+    async def existing_memory_ids(self, user: UserRef, memory_ids: list[str]) -> set[str]:
+        """Which of ``memory_ids`` the user still has (recall serving a cached set that may be
+        stale checks what it is about to inject: an erased memory is never injected again)."""
+
     async def memory_version(self, user: UserRef) -> int:
         """A number that changes whenever the user's memories change (for caches)."""
 

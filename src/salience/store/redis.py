@@ -304,6 +304,13 @@ class RedisStore:
         return items, len(ids) > limit
 
     @_unavailable_on_connection_errors
+    async def existing_memory_ids(self, user: UserRef, memory_ids: list[str]) -> set[str]:
+        if not memory_ids:
+            return set()
+        scores = await self._redis.zmscore(f"{user_prefix(user)}:mems", memory_ids)
+        return {memory_id for memory_id, score in zip(memory_ids, scores) if score is not None}
+
+    @_unavailable_on_connection_errors
     async def memory_version(self, user: UserRef) -> int:
         version = await self._redis.hget(f"{user_prefix(user)}:meta", "version")
         return int(version) if version else 0

@@ -80,6 +80,9 @@ class RoutedStore:
     async def memory_version(self, user: UserRef) -> int:
         return await self.of(user.tenant).memory_version(user)
 
+    async def existing_memory_ids(self, user: UserRef, memory_ids: list[str]) -> set[str]:
+        return await self.of(user.tenant).existing_memory_ids(user, memory_ids)
+
     async def save_entities(self, user: UserRef, entities: list[Entity], links: list[tuple[str, str]]) -> None:
         await self.of(user.tenant).save_entities(user, entities, links)
 

@@ -262,6 +262,19 @@ class SQLiteStore:
 
         return await self._run(page)
 
+    async def existing_memory_ids(self, user: UserRef, memory_ids: list[str]) -> set[str]:
+        def existing(conn: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(memory_ids), 500):  # within SQLite's bound-parameter limit
+                chunk = memory_ids[start:start + 500]
+                found.update(row[0] for row in conn.execute(
+                    f"SELECT id FROM memories WHERE tenant=? AND user_id=? AND id IN ({','.join('?' * len(chunk))})",
+                    (user.tenant, user.user, *chunk),
+                ))
+            return found
+
+        return await self._run(existing) if memory_ids else set()
+
     async def memory_version(self, user: UserRef) -> int:
         def version(conn: sqlite3.Connection) -> int:
             row = conn.execute(

@@ -1,0 +1,100 @@
+"""The fast paths of recall keep its answers: the ONNX embedder, batched queries, the memory cache."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+
+from salience.memory.embed import LocalMiniLMEmbedder
+from salience.memory.recall import MemoryCache, Recaller
+from salience.model import ExtractionJob, MemoryItem, UserRef, utcnow
+from salience.settings import MemorySettings
+from salience.store.base import open_store
+
+TEXTS = ["My sister Sarah was just diagnosed with breast cancer.", "I start my new job as a nurse on Monday.",
+         "word " * 300, "Ünïcödé façade, 東京 🙂", "a"]
+
+
+def test_onnx_and_torch_runtimes_give_the_same_vectors(embedder: LocalMiniLMEmbedder):
+    """Stored embeddings stay valid whichever runtime computed them: no re-embedding."""
+    torch_embedder = LocalMiniLMEmbedder(runtime="torch")
+    torch_embedder.load()
+    onnx = embedder.embed_sync(TEXTS)
+    reference = torch_embedder.embed_sync(TEXTS)
+    assert embedder.runtime == "onnx"
+    assert onnx.shape == reference.shape == (len(TEXTS), 384)
+    assert float((onnx * reference).sum(axis=1).min()) > 0.999
+
+
+async def test_queries_embedded_together_equal_queries_embedded_alone(embedder: LocalMiniLMEmbedder):
+    queries = [f"How is my sister doing after visit {n}?" for n in range(20)]
+    together = await asyncio.gather(*(embedder.embed([q]) for q in queries))
+    alone = LocalMiniLMEmbedder(query_cache=0)
+    alone.load()
+    for query, vector in zip(queries, together):
+        assert vector.shape == (1, 384)
+        assert float(vector[0] @ alone.embed_sync([query])[0]) > 0.9999
+    together[0][0, 0] = 42.0  # the caller's copy: the cached vector is untouched
+    assert float((await embedder.embed([queries[0]]))[0, 0]) != 42.0
+
+
+async def test_a_large_memory_set_is_served_while_it_is_rebuilt(tmp_path: Path):
+    store = open_store(f"sqlite:///{tmp_path / 'cache.db'}")
+    await store.open()
+    user = UserRef("t", "u")
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def memories(first: int, count: int) -> list[MemoryItem]:
+        vectors = np.eye(384, dtype=np.float32)
+        return [MemoryItem(id=f"mem_{n}", text=f"I went to place number {n}.", kind="event", importance=0.5,
+                           speaker="user", created_at=start + timedelta(minutes=n), sources=[f"msg_{n}"],
+                           embedding=vectors[n]) for n in range(first, first + count)]
+
+    try:
+        await store.commit_extraction(ExtractionJob(id="j1", user=user, session_id="s", messages=[]), memories(0, 5), [])
+        cache = MemoryCache(store)
+        cache.REBUILD_IN_BACKGROUND_FROM = 3  # "large" for this test
+        assert len((await cache.get(user)).items) == 5  # a first set is built before answering
+
+        await store.commit_extraction(ExtractionJob(id="j2", user=user, session_id="s", messages=[]), memories(5, 1), [])
+        assert len((await cache.get(user)).items) == 5  # the set as it was, while it is rebuilt
+        await asyncio.gather(*cache._rebuilding.values())
+        assert len((await cache.get(user)).items) == 6
+
+        cache.REBUILD_IN_BACKGROUND_FROM = 100  # small sets are rebuilt before answering
+        await store.commit_extraction(ExtractionJob(id="j3", user=user, session_id="s", messages=[]), memories(6, 1), [])
+        assert len((await cache.get(user)).items) == 7
+    finally:
+        await store.close()
+
+
+async def test_a_stale_set_never_injects_a_memory_erased_since(tmp_path: Path, embedder: LocalMiniLMEmbedder):
+    """Erased through another replica: this process's cached set still holds the memory while
+    it is rebuilt, but recall checks what it is about to inject against the store."""
+    store = open_store(f"sqlite:///{tmp_path / 'stale.db'}")
+    await store.open()
+    user = UserRef("t", "u")
+    texts = ["My brother Tomasz lives in Gdansk.", "I work as a nurse.", "My dog Biscuit loves tennis balls.",
+             "I am learning the cello.", "My favourite food is ramen."]
+    vectors = embedder.embed_sync(texts)
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    items = [MemoryItem(id=f"mem_{n}", text=text, kind="fact", importance=0.5, speaker="user",
+                        created_at=start + timedelta(minutes=n), sources=[f"msg_{n}"], embedding=vectors[n])
+             for n, text in enumerate(texts)]
+    try:
+        await store.commit_extraction(ExtractionJob(id="j1", user=user, session_id="s", messages=[]), items, [])
+        recaller = Recaller(store, embedder)
+        recaller.cache.REBUILD_IN_BACKGROUND_FROM = 3  # "large": served stale while rebuilt
+        settings = MemorySettings()
+        query = "Where does my brother Tomasz live?"
+        assert "mem_0" in (await recaller.recall(user, query, settings)).ids
+        await store.erase_memory(user, "mem_0", utcnow())  # another replica; this cache is not told
+        after = await recaller.recall(user, query, settings)
+        assert "mem_0" not in after.ids and "Gdansk" not in after.context
+        assert "mem_2" in (await recaller.recall(user, "What does my dog Biscuit love?", settings)).ids
+    finally:
+        await asyncio.gather(*recaller.cache._rebuilding.values(), return_exceptions=True)
+        await store.close()

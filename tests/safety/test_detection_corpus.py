@@ -110,10 +110,11 @@ async def test_the_rules_alone_still_meet_the_bar_on_the_tuning_corpus():
     ("held_out", "min_recall", "max_false_positive_rate"),
     [
         # measured once, at the end of the classifier work (docs/safety.md): 16/21 = 0.762 and
-        # 32/45 = 0.711, FPR 0 and 0.031; the floors leave one message of slack for float noise
-        # from another runtime of the same embedding model. Rules alone: 0.524 and 0.311.
+        # 32/45 = 0.711, FPR 0 and 0.031; after training_2.yaml and the rules' negation changes
+        # (already seen, a sanity check): 16/21 and 36/45 = 0.800, FPR 0 and 0. The floors leave
+        # one message of slack for float noise from another runtime of the same embedding model.
         (FINAL, 0.71, 0.05),
-        (HOLDOUT5, 0.68, 0.05),
+        (HOLDOUT5, 0.77, 0.05),
     ],
 )
 async def test_the_held_out_sets_do_not_regress(detector, held_out, min_recall, max_false_positive_rate):
@@ -192,6 +193,49 @@ async def test_negation_distance_quotes_and_severity(detector, text, expected):
     assert sorted((f.category, f.severity) for f in flags) == sorted(expected)
 
 
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a negation said before the speaker, or after the phrase, or inside it
+        "not that i'd ever hurt myself, today was just rough",
+        "no way i'd ever take my own life, my mum would be destroyed",
+        "it's not like i want to die, i just hate mondays",
+        "not once did i want to hurt myself during the move",
+        "taking my own life has never been an option for me",
+        "my boyfriend has never threatened me, he's a softie",
+        # someone else, or someone else's emergency long over
+        "my stepmom lost a lot of blood last year, she's fine now",
+        "my grandpa was having a heart attack at the wedding in 2019, he's fine now",
+        "my flatmate used to cut in school",
+        # recovery talk, and a screening question answered no
+        "i used to think everyone would be better off without me, that was the depression talking",
+        "the nurse asked if i'd been self harming and i said no",
+        # a piece of work about the topic
+        "i'm writing my dissertation on domestic violence",
+    ],
+)
+def test_the_rules_set_aside_negations_other_people_and_settled_history(text):
+    reading = RuleBasedDetector().read(text)
+    assert reading.flags == []
+    assert reading.set_aside
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("i'm in recovery but i want to die", [("suicidal_ideation", "risk")]),
+        ("clean for 2 years but i used to cut and the urges to cut are back", [("self_harm", "concern")]),
+        ("my dad is having a heart attack", [("medical_emergency", "imminent")]),
+        ("he hit me and never said sorry", [("abuse_or_violence", "risk")]),
+        ("i want to kill myself, not even joking", [("suicidal_ideation", "risk")]),
+        ("the nurse asked if i'd been self harming and i said yes, i cut last night", [("self_harm", "risk")]),
+    ],
+)
+def test_the_rules_still_flag_what_only_looks_settled(text, expected):
+    flags = RuleBasedDetector().read(text).flags
+    assert sorted((f.category, f.severity) for f in flags) == sorted(expected)
 
 
 def test_another_embedder_for_recall_gets_the_classifier_its_own_model():

@@ -18,20 +18,28 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from salience.safety.rules import (
+    ANSWERED_NO,
+    ASKED,
     DISTANT_PAST,
     ESCALATES_WITH_PLAN,
     FIRST_PERSON,
     IDIOMS,
+    INNER_NEGATOR,
     LAUGHTER,
+    LONG_OVER,
     MEDIA,
+    NEGATING_LEAD,
+    NEGATING_TAIL,
     NEGATION_RELEASERS,
     NEGATORS,
     PLAN_MEANS_TIMELINE,
     PRESENT_AGAIN,
+    RECOVERED,
     RULES,
     SCOPE_BREAKERS,
     SEVERITIES,
     SHORTHAND,
+    STILL_PULLED,
     THIRD_PERSON,
     Category,
     Rule,
@@ -49,7 +57,8 @@ AFTER_AN_ATTEMPT = re.compile(r"\b(?:tried|attempted|trying) to $")
 CLAUSE_SPLIT = re.compile(r"[.!?;\n]+|,|\s(?:but|though|however|although)\s")
 TOKEN = re.compile(r"[a-z']+")
 TOPIC = re.compile(
-    r"\b(?:learn(?:ed|ing|t)?|taught|read|heard|lesson|lecture|essay|article|video|class|assignment|research) "
+    r"\b(?:learn(?:ed|ing|t)?|taught|read|heard|lesson|lecture|essay|article|video|class|assignment|research|"
+    r"dissertation|thesis|project|paper|module|course|presentation|report|talk|training) "
     r"(?:about|on) (?:\w+ )?$"
 )
 
@@ -103,6 +112,10 @@ class RuleBasedDetector:
         set_aside = cleaned != normalised
         laughing = bool(LAUGHTER.search(normalised))
         distant = bool(DISTANT_PAST.search(cleaned)) and not PRESENT_AGAIN.search(cleaned)
+        # The speaker's crisis is history (recovery in so many words, nothing pulling now), or
+        # a screening question was asked and answered no: what the rules read is not happening.
+        over = bool(RECOVERED.search(cleaned)) and not PRESENT_AGAIN.search(cleaned) and not STILL_PULLED.search(cleaned)
+        answered_no = bool(ASKED.search(cleaned) and ANSWERED_NO.search(cleaned))
         planning = bool(PLAN_MEANS_TIMELINE.search(cleaned))
 
         # One line per clause: no pattern's "." crosses a line, so every rule runs once over
@@ -116,13 +129,23 @@ class RuleBasedDetector:
                 prefix = lines[lines.rfind("\n", 0, match.start()) + 1 : match.start()]
                 if "\n" in match.group(0):
                     continue  # a pattern spanning two clauses (through a literal space class)
-                if is_negated(prefix) or is_fiction(prefix):
+                line_end = lines.find("\n", match.end())
+                suffix = lines[match.end() : len(lines) if line_end < 0 else line_end]
+                past = rule.past_act or bool(AFTER_AN_ATTEMPT.search(prefix))
+                # Recovery talk or a screening question answered no: nothing is happening. (A past
+                # act with a distance marker stays: the speaker's own history, at concern.)
+                settled = over and (past or "used to" in prefix) and not (past and distant) or answered_no
+                if (is_negated(prefix) or is_fiction(prefix) or NEGATING_TAIL.search(suffix)
+                        or negated_inside(rule, match.group(0)) or (settled and rule.severity != "imminent")):
                     set_aside = True
                     continue
                 if rule.needs_first_person and not speaker_is_subject(prefix):
                     set_aside = True
                     continue
-                past = rule.past_act or bool(AFTER_AN_ATTEMPT.search(prefix))
+                if rule.category == "medical_emergency" and not speaker_is_subject(prefix) \
+                        and LONG_OVER.search(prefix + match.group(0) + suffix):
+                    set_aside = True  # someone else's emergency, long over
+                    continue
                 severity = adjusted_severity(rule, past, distant=distant, laughing=laughing, planning=planning)
                 flag = Flag(rule.category, severity, SEVERITY_SCORE[severity], match.group(0)[:MAX_EVIDENCE])
                 current = best.get(rule.category)
@@ -162,6 +185,8 @@ def without_quoted_speech(text: str) -> str:
 
 def is_negated(prefix: str) -> bool:
     """A negator shortly before the match, with nothing in between that ends its scope."""
+    if NEGATING_LEAD.search(prefix):
+        return True  # "not that i'd ever...", "no way i'd..."
     tokens = TOKEN.findall(prefix)[-NEGATION_WINDOW:]
     for position in range(len(tokens) - 1, -1, -1):
         token = tokens[position]
@@ -171,6 +196,13 @@ def is_negated(prefix: str) -> bool:
         if token in SCOPE_BREAKERS:
             return False
     return False
+
+
+def negated_inside(rule: Rule, matched: str) -> bool:
+    """A negator the pattern did not spell, inside its match: "my partner has never threatened me"
+    (patterns whose negation is the disclosure, "don't want to be alive", spell theirs)."""
+    found = INNER_NEGATOR.search(matched)
+    return bool(found) and found.group(0) not in rule.pattern.pattern
 
 
 def is_fiction(prefix: str) -> bool:

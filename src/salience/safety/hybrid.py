@@ -6,8 +6,9 @@
 
 Combined per message:
 
-- a rule's flag stands, unless the classifier is all but sure the message is ordinary
-  (P(crisis) < ``confirm_at``: the rules' rare false alarms, "I cut myself a slice of cake");
+- a rule's flag stands, unless the classifier finds the message ordinary: P(crisis) <
+  ``confirm_at`` in a message said laughing ("kms lol this exam"), < ``STRONG_FLAG_VETO``
+  (0.02) otherwise (the rules' rare false alarms, "I cut myself a slice of cake");
 - when no rule flagged, the classifier flags its most likely category from
   P(crisis) >= ``flag_at`` — unless the rules read a crisis phrase there and set it aside
   (negated, about someone else, fiction, an idiom): the classifier's embedding barely
@@ -45,6 +46,7 @@ from salience.safety.detect import (
 from salience.safety.rules import DISTANT_PAST, ESCALATES_WITH_PLAN, LAUGHTER, PLAN_MEANS_TIMELINE, PRESENT_AGAIN, Severity
 
 log = logging.getLogger("salience.safety")
+STRONG_FLAG_VETO = 0.02  # P(crisis) under which even a rule's risk or imminent flag is dropped
 
 
 class HybridDetector:
@@ -73,11 +75,18 @@ class HybridDetector:
 def combine(text: str, reading: Reading, score: Score, classifier: SafetyClassifier) -> list[Flag]:
     thresholds = classifier.thresholds
     if reading.flags:
-        return reading.flags if score.crisis >= thresholds.confirm_at else []
+        return reading.flags if score.crisis >= veto_below(text, thresholds.confirm_at) else []
     if score.crisis < thresholds.flag_at or reading.set_aside:
         return []
     severity = classifier_severity(text, score, thresholds.risk_at)
     return strongest_first([Flag(score.category, severity, round(score.crisis, 3), text.strip()[:MAX_EVIDENCE])])
+
+
+def veto_below(text: str, confirm_at: float) -> float:
+    """The P(crisis) under which the classifier overrules the rules: ``confirm_at`` for a message
+    said laughing ("kms lol this exam": hyperbole, more often than not), otherwise only when it
+    is all but sure (``STRONG_FLAG_VETO``: "I cut myself a slice of cake")."""
+    return confirm_at if LAUGHTER.search(normalise(text)) else min(confirm_at, STRONG_FLAG_VETO)
 
 
 def classifier_severity(text: str, score: Score, risk_at: float) -> Severity:

@@ -87,7 +87,7 @@ RULES: tuple[Rule, ...] = (
     rule("suicidal_ideation", "concern", r"\b(?:easier|better|happier|simpler|relieved|fine|favou?r|relief)\b.{0,30}\bif i (?:just )?(?:wasn't|weren't|was gone|were gone|disappeared|died|didn't exist|was dead|wasn't around|wasn't here|wasn't alive)\b"),
     # a method named against oneself, or looked up: planning (imminent)
     rule("suicidal_ideation", "imminent", r"\b(?:hang|hanging|drown|drowning|shoot|shooting|poison|poisoning|suffocate|suffocating|gas|gassing|electrocute|stab|stabbing) myself\b"),
-    rule("suicidal_ideation", "imminent", r"\bjump(?:ing)? (?:off|from|in front of) (?:a|the|my|our) (?:\w+ )?(?:bridge|building|roof|cliff|balcony|train|car|bus|ledge|tower|overpass|parking garage)\b(?!.*\b(?:bungee|dive|diving|swim|lake|pool)\b)", needs_first_person=True),
+    rule("suicidal_ideation", "imminent", r"\b(?<!bungee )jump(?:ing)? (?:off|from|in front of) (?:a|the|my|our) (?:\w+ )?(?:bridge|building|roof|cliff|balcony|train|car|bus|ledge|tower|overpass|parking garage)\b(?!.*\b(?:bungee|dive|diving|swim|lake|pool)\b)", needs_first_person=True),
     rule("suicidal_ideation", "imminent", r"\b(?:ways|how|methods?|the best way|easiest way|painless way) to (?:die|kill myself|end (?:it|my life)|commit suicide)\b"),
     rule("suicidal_ideation", "imminent", r"\b(?:want|going|planning|plan|ready|thinking about|decided|about) to (?:overdose|od|jump|hang myself|take (?:all )?(?:of )?(?:my|the) pills)\b", needs_first_person=True),
     rule("suicidal_ideation", "imminent", r"\bhow many (?:pills|tablets|sleeping pills|painkillers)\b.{0,30}\b(?:take|kill|enough|lethal|fatal)\b"),
@@ -138,7 +138,7 @@ RULES: tuple[Rule, ...] = (
     rule("self_harm", "concern", r"\burges? to (?:cut|hurt myself|self[- ]?harm|burn myself)\b", needs_first_person=True),
     rule("self_harm", "concern", r"\bwant(?:ed)? to (?:cut|hurt myself|harm myself|burn myself)\b", needs_first_person=True),
     rule("self_harm", "risk", r"\brelapsed\b.*\b(?:cut|cutting|self[- ]?harm|blade|razor)\b"),
-    rule("self_harm", "concern", r"\bused to (?:cut|self[- ]?harm|hurt myself|burn myself)\b", past_act=True),
+    rule("self_harm", "concern", r"\bused to (?:cut|self[- ]?harm|hurt myself|burn myself)\b", needs_first_person=True, past_act=True),
     rule("self_harm", "risk", r"\b(?:scratch|pick|bite) (?:my skin |myself )?until (?:i|it) bleed", needs_first_person=True),
     rule("self_harm", "risk", r"\b(?:fresh|new|deep|open) (?:cuts|cut|scars|burns|wounds) on my\b"),
     rule("self_harm", "risk", r"\b(?:bang|banging|hit|hitting|slam|slamming|smash|smashing) my head (?:against|on|into)\b"),
@@ -266,6 +266,43 @@ PLAN_MEANS_TIMELINE = _rx(
 # Self-harm is left out: describing the blade is common and is not a plan to die.
 ESCALATES_WITH_PLAN: frozenset[Category] = frozenset({"suicidal_ideation", "harm_to_others"})
 
+# The speaker's crisis is over: recovery in so many words. With a distance marker and nothing
+# happening now ("i used to self harm but that chapter's closed"), the message is history.
+RECOVERED = _rx(
+    r"\b(?:recovery|recovered|in remission|(?:\d+|one|two|three|four|five|six|ten) (?:days?|weeks?|months?|years?) clean|"
+    r"clean (?:for|chip|since)|chapter(?:'s| is) closed|behind me|(?:so |really )?glad i (?:stuck around|stayed|'m still here|am still here)|"
+    r"(?:that|it) was the (?:depression|illness) talking|helped me through|doing (?:really )?(?:well|good|great) now|"
+    r"haven't (?:needed|felt|had) (?:it|that|one|the urge|urges)|done with (?:self[- ]?harm|cutting|it) for good)\b"
+)
+# ...unless the message says the pull is back.
+STILL_PULLED = _rx(r"\b(?:urges?|craving|relapsed?|tempted|broke it|miss (?:it|doing it)|want to (?:again|do it))\b")
+
+# Someone asked a screening question and the speaker answered no ("my therapist asked if I
+# had thoughts of suicide and honestly the answer is no").
+ASKED = _rx(r"\b(?:asked|asks|asking|ask) (?:me )?(?:if|whether|about)\b")
+ANSWERED_NO = _rx(
+    r"\b(?:(?:i )?said no|answer(?:ed)? (?:is |was )?(?:no|nope)|nope|none of (?:that|those|it)|not really|"
+    r"(?:i )?told (?:him|her|them) no|the answer's no)\b"
+)
+
+# Said before the speaker, these negate what follows even across "i": "not that i'd ever...",
+# "no way i'd...", "it's not like i want to die".
+NEGATING_LEAD = _rx(
+    r"\b(?:not that|(?:it's |its )?not like|no way|there's no way|not once (?:did|have|had)|never once (?:did|have)|"
+    r"never said|never thought) (?:i|i'd|i'm|i've|i'll|i would|i will)\b(?: \w+){0,4} ?$"
+)
+# Said right after a match, these negate it: "killing myself has never been an option".
+NEGATING_TAIL = _rx(r"^ ?(?:has|have|had|is|was|were|'s) (?:never|not)\b|^ ?(?:isn't|wasn't|hasn't|haven't|hadn't|weren't)\b")
+# Negators a pattern did not spell itself, inside its match ("my partner has never threatened me").
+INNER_NEGATOR = _rx(r"\b(?:never|not|no longer|hasn't|hadn't|doesn't|didn't|wouldn't|won't|isn't|wasn't)\b")
+
+# A past emergency, someone else's: "my grandpa had a heart attack last year".
+LONG_OVER = _rx(
+    r"\b(?:last (?:year|summer|winter|spring|autumn|fall|month|christmas)|(?:a )?(?:few|couple of|couple|two|three|\d+) "
+    r"(?:years?|months?) (?:ago|back)|decades? ago|(?:back )?in (?:19|20)\d\d|in the (?:\d0s|war)|when (?:i|we) (?:was|were) "
+    r"(?:kids?|little|young|\d+)|before i was born|years ago)\b"
+)
+
 LAUGHTER = _rx(r"(?:\b(?:lol|lmao|lmfao|haha\w*|rofl|jk|kidding)\b|[😂🤣💀])")
 
 NEGATORS = frozenset(
@@ -281,10 +318,16 @@ SCOPE_BREAKERS = frozenset(
 )
 FIRST_PERSON = frozenset({"i", "i'm", "i've", "i'd", "i'll", "me", "my", "myself", "we", "we're"})
 THIRD_PERSON = frozenset(
-    {"he", "she", "they", "he's", "she's", "they're", "his", "her", "their", "him", "them", "someone", "somebody",
-     "friend", "friend's", "brother", "sister", "mom", "mum", "dad", "cousin", "son", "daughter", "husband", "wife",
-     "partner", "boyfriend", "girlfriend", "uncle", "aunt", "character", "guy", "girl", "man", "woman", "kid",
-     "people", "classmate", "coworker", "colleague", "neighbor", "neighbour", "client", "patient", "student"}
+    {"he", "she", "they", "he's", "she's", "they're", "he'd", "she'd", "they'd", "he'll", "she'll", "they'll",
+     "his", "her", "their", "him", "them", "himself", "herself", "themselves", "someone", "somebody",
+     "friend", "friend's", "friends", "brother", "sister", "mom", "mum", "mother", "dad", "father", "cousin", "son",
+     "daughter", "husband", "wife", "partner", "boyfriend", "girlfriend", "bf", "gf", "ex", "fiance", "fiancee",
+     "uncle", "aunt", "auntie", "grandpa", "grandma", "grandad", "granddad", "grandfather", "grandmother", "granny",
+     "nan", "nana", "nanna", "grandson", "granddaughter", "nephew", "niece", "stepdad", "stepmom", "stepmum",
+     "stepfather", "stepmother", "stepbrother", "stepsister", "parents", "sibling", "siblings", "baby", "toddler",
+     "child", "children", "kids", "bestie", "mate", "roommate", "flatmate", "housemate", "teammate", "boss",
+     "manager", "teacher", "coach", "character", "guy", "girl", "boy", "man", "woman", "kid", "people",
+     "classmate", "coworker", "colleague", "neighbor", "neighbour", "client", "patient", "student", "celebrity"}
 )
 
 # Normalisation: spell common chat shorthand once, so the tables above need not.

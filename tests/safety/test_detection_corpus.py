@@ -25,7 +25,8 @@ from salience.safety.train import TUNING_FILES, examples, same_model, train
 HERE = Path(__file__).parent
 FINAL = "corpus_final_holdout.yaml"
 HOLDOUT5 = "corpus_holdout5.yaml"
-TUNING = sorted(p.name for p in HERE.glob("corpus_*.yaml") if p.name not in {FINAL, HOLDOUT5})
+BLIND = "corpus_blind.yaml"  # written blind by someone else; see its header
+TUNING = sorted(p.name for p in HERE.glob("corpus_*.yaml") if p.name not in {FINAL, HOLDOUT5, BLIND})
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +116,9 @@ async def test_the_rules_alone_still_meet_the_bar_on_the_tuning_corpus():
         # one message of slack for float noise from another runtime of the same embedding model.
         (FINAL, 0.71, 0.05),
         (HOLDOUT5, 0.77, 0.05),
+        # the blind set, measured once per detector version (see its header): now 104/130 =
+        # 0.800, FPR 4/110 = 0.036
+        (BLIND, 0.78, 0.05),
     ],
 )
 async def test_the_held_out_sets_do_not_regress(detector, held_out, min_recall, max_false_positive_rate):
@@ -126,7 +130,7 @@ async def test_the_held_out_sets_do_not_regress(detector, held_out, min_recall, 
 
 def test_the_held_out_sets_are_not_in_the_training_data():
     trained = {e.text.lower() for e in examples()}
-    assert not trained & {m["text"].lower() for m in messages(FINAL, HOLDOUT5)}
+    assert not trained & {m["text"].lower() for m in messages(FINAL, HOLDOUT5, BLIND)}
 
 
 async def test_refitting_reproduces_the_shipped_weights(embedder):

@@ -6,14 +6,19 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from salience.settings import ConfigError, Config, load_config
+
+if TYPE_CHECKING:
+    from salience.services import Services
 
 app = typer.Typer(help="salience: memory for AI companions, behind an OpenAI-compatible proxy.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -25,6 +30,25 @@ def _load(config_dir: Path) -> Config:
     except ConfigError as exc:
         console.print(f"[red]configuration error[/red]\n{exc}")
         raise typer.Exit(2) from None
+
+
+def _require_tenant(settings: Config, tenant: str, config: Path) -> None:
+    if tenant not in settings.tenants:
+        console.print(f"[red]no tenant {tenant!r}[/red] in {config / 'tenants'}")
+        raise typer.Exit(2)
+
+
+@asynccontextmanager
+async def _running(settings: Config) -> AsyncIterator["Services"]:
+    """The library's services for one CLI command: store open, no background worker."""
+    from salience.services import Services
+
+    services = Services.build(settings)
+    await services.start(run_worker=False)
+    try:
+        yield services
+    finally:
+        await services.stop()
 
 
 @app.command()
@@ -60,12 +84,9 @@ def import_file(
 
     from salience.memory.importer import ImportRequest, import_sessions
     from salience.model import UserRef
-    from salience.services import Services
 
     settings = _load(config)
-    if tenant not in settings.tenants:
-        console.print(f"[red]no tenant {tenant!r}[/red] in {config / 'tenants'}")
-        raise typer.Exit(2)
+    _require_tenant(settings, tenant, config)
     try:
         request = ImportRequest.model_validate(json.loads(file.read_text()))
     except (ValueError, ValidationError) as exc:
@@ -73,9 +94,7 @@ def import_file(
         raise typer.Exit(2) from None
 
     async def run() -> None:
-        services = Services.build(settings)
-        await services.start(run_worker=False)
-        try:
+        async with _running(settings) as services:
             with Progress(
                 TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
             ) as progress:
@@ -90,8 +109,6 @@ def import_file(
                         settings.tenants[tenant], UserRef(tenant, user), messages
                     ),
                 )
-        finally:
-            await services.stop()
         console.print(
             f"{result.sessions} sessions, {result.messages} messages: "
             f"{result.memories_added} memories added, {result.memories_reinforced} reinforced"
@@ -151,22 +168,15 @@ def audit_verify(
 ) -> None:
     """Walk each tenant's hash chain; exit 1 naming the first entry that was edited, removed or reordered."""
     from salience.compliance.audit import verify_tenant
-    from salience.services import Services
 
     settings = _load(config)
     names = [tenant] if tenant else list(settings.tenants)
     for name in names:
-        if name not in settings.tenants:
-            console.print(f"[red]no tenant {name!r}[/red] in {config / 'tenants'}")
-            raise typer.Exit(2)
+        _require_tenant(settings, name, config)
 
     async def run() -> list:
-        services = Services.build(settings)
-        await services.start(run_worker=False)
-        try:
+        async with _running(settings) as services:
             return [await verify_tenant(services.store_for(name), name) for name in names]
-        finally:
-            await services.stop()
 
     results = asyncio.run(run())
     out = Console()
@@ -189,18 +199,13 @@ def export_command(
     """Write everything held about one user (GDPR Art. 15 and 20) to a JSON file."""
     from salience.compliance.export import export_user
     from salience.model import UserRef
-    from salience.services import Services
 
     settings = _load(config)
-    if tenant not in settings.tenants:
-        console.print(f"[red]no tenant {tenant!r}[/red] in {config / 'tenants'}")
-        raise typer.Exit(2)
+    _require_tenant(settings, tenant, config)
     ref = UserRef(tenant, user)
 
     async def run() -> dict | None:
-        services = Services.build(settings)
-        await services.start(run_worker=False)
-        try:
+        async with _running(settings) as services:
             if not await services.store_for(tenant).user_exists(ref):
                 return None
             with Progress(
@@ -208,8 +213,6 @@ def export_command(
             ) as progress:
                 bar = progress.add_task("memories", total=None)
                 return await export_user(services, ref, progress=lambda n: progress.advance(bar, n))
-        finally:
-            await services.stop()
 
     from salience.store.base import MasterKeyMissing
 

@@ -49,6 +49,8 @@ class ExtractionWorker:
         self.on_commit: Callable[[ExtractionJob, list[MemoryItem], list[MemoryItem]], Awaitable[None]] | None = None
         self._detector = RuleBasedDetector()  # arc signals: which messages came close to a crisis
         self._poller = Poller("salience-extraction-worker", self.run_once, poll_seconds)
+        # When extraction runs in another process (worker_process.py): how to nudge it instead.
+        self.elsewhere: Callable[[], None] | None = None
 
     async def process(self, job: ExtractionJob) -> tuple[int, int]:
         """Extract one job's memories and commit them; returns (added, reinforced).
@@ -116,7 +118,10 @@ class ExtractionWorker:
 
     def notify(self) -> None:
         """A job was queued: look now instead of at the next poll."""
-        self._poller.notify()
+        if self.elsewhere is not None:
+            self.elsewhere()
+        else:
+            self._poller.notify()
 
     async def drain(self) -> None:
         """Process until no job is due (used by import, the demo and tests)."""

@@ -83,13 +83,22 @@ class Recall:
 class MemorySet:
     """One user's memories as arrays, ready to score; built once per store version."""
 
-    def __init__(self, version: int, items: list[MemoryItem], pinned_items: list[MemoryItem] | None = None) -> None:
+    def __init__(
+        self,
+        version: int,
+        items: list[MemoryItem],
+        pinned_items: list[MemoryItem] | None = None,
+        previous: "MemorySet | None" = None,
+    ) -> None:
+        """``previous``: the user's set this one replaces, whose tokenized texts are reused."""
         self.version = version
         self.items = items
         # Pinned memories (safety) are never ranked or budgeted: recall returns them as they are.
         self.pinned_items = pinned_items or []
         self.matrix = np.stack([m.embedding for m in items]).astype(np.float32) if items else np.zeros((0, 0), np.float32)
-        self.lexical = LexicalIndex([f"{m.speaker}: {m.text}" for m in items])
+        self.lexical = LexicalIndex(
+            [f"{m.speaker}: {m.text}" for m in items], previous.lexical.words if previous is not None else None
+        )
         self.created = np.array([m.created_at.timestamp() for m in items], dtype=np.float64)
         self.anchor = np.array(
             [max(m.created_at, m.last_reinforced_at or m.created_at).timestamp() for m in items], dtype=np.float64
@@ -195,7 +204,8 @@ class MemoryCache:
         loaded = await self.store.load_memories(user)
         items = [m for m in loaded if m.embedding is not None and not m.pinned]
         # Off the event loop: other users' requests go on while the arrays and index are built.
-        memory_set = await asyncio.to_thread(MemorySet, version, items, [m for m in loaded if m.pinned])
+        previous = self._sets.get(user)  # dropped by ``forget``: nothing erased is carried over
+        memory_set = await asyncio.to_thread(MemorySet, version, items, [m for m in loaded if m.pinned], previous)
         if self._generation.get(user, 0) != generation:  # erased meanwhile: load again
             return await self._build(user, await self.store.memory_version(user))
         if user not in self._sets and len(self._sets) >= self.max_users:

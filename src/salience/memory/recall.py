@@ -154,8 +154,9 @@ class MemorySet:
 class MemoryCache:
     """Per-user memory sets, reused until the store's version for the user moves.
 
-    A set is built from the store in full (for 10k memories: ~0.5 s to load, ~0.8 s for the
-    arrays and the BM25 index), and extraction moves the version after nearly every turn. A
+    A set is built from the store in full (for 10k memories: ~0.5 s to load, ~0.5 s for the
+    arrays and the BM25 index, whose texts the last set already tokenized, ~0.8 s for a first
+    build), and extraction moves the version after nearly every turn. A
     reply must not wait for that: a large set whose version moved is served as it was while
     one background task per user rebuilds it, so the newest turn's memories reach recall a
     moment later (the app still has that turn in its own history). Small sets, and a user's
@@ -164,7 +165,7 @@ class MemoryCache:
     A set served stale may still hold a memory erased since (through another replica): recall
     checks the ids it is about to inject against the store first (``existing_memory_ids``).
 
-    A rebuild runs in this process and holds the GIL for much of its time, so each user's
+    A rebuild runs in the serving process (extraction, by default, does not) and holds the GIL for much of its time, so each user's
     background rebuilds are spaced out: at most one every ``REBUILD_SPACING`` times as long
     as the last one took (for 10k memories: one every ~15 s), which bounds the share of the
     process a very talkative user with a large memory can take to about a tenth.

@@ -72,6 +72,8 @@ def test_serve_extracts_in_a_supervised_worker_process(tmp_path):
         with httpx.Client(base_url=proxy.url, headers={"authorization": f"Bearer {KEY}"}, timeout=30) as http:
             say(http, "ana", "I adopted a grey cat called Pebble last spring.")
             wait_for_memory(http, "ana", "Pebble")
+            # it yields the CPU to serving when cores are short
+            assert os.getpriority(os.PRIO_PROCESS, worker) > os.getpriority(os.PRIO_PROCESS, proxy.process.pid)
             assert (tmp_path / "config" / "data" / "salience.db").exists()  # a real SQLite file, shared
 
             # Extraction happens in the child only: frozen, nothing is extracted; thawed, it is.

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import bm25s
 import numpy as np
 import Stemmer
 
 _STEMMER = Stemmer.Stemmer("english")
+# bm25s sets its own logger to DEBUG: without this, every index build writes a line to the log
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 
 def tokenize(texts: list[str]) -> bm25s.tokenization.Tokenized:

@@ -54,7 +54,9 @@ def serve(
 @app.command()
 def worker(
     config: Path = typer.Option(Path("config"), "--config", help="configuration directory"),
-    supervised: bool = typer.Option(False, "--supervised", hidden=True, help="started by serve: stdin is its pipe"),
+    supervised_by: Optional[int] = typer.Option(
+        None, "--supervised-by", hidden=True, help="started by serve (this pid): stdin is its pipe"
+    ),
 ) -> None:
     """Run only the extraction worker: drain the queue of exchanges into memories.
 
@@ -64,7 +66,7 @@ def worker(
 
     settings = _load(config)
     logging.basicConfig(level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run_worker(settings, supervised))
+    asyncio.run(run_worker(settings, supervised_by))
 
 
 @app.command("import")

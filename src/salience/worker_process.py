@@ -36,10 +36,13 @@ STOP_GRACE = 10.0  # seconds a stopping worker gets before it is killed
 # short of cores it takes what serving leaves, instead of slowing replies (the gateway
 # benchmark's throughput fell by a quarter with the worker at the same priority).
 WORKER_NICENESS = 10
+PARENT_CHECK_SECONDS = 1.0
 
 
 def worker_argv(config_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "salience", "worker", "--config", str(config_dir), "--supervised"]
+    import os
+
+    return [sys.executable, "-m", "salience", "worker", "--config", str(config_dir), "--supervised-by", str(os.getpid())]
 
 
 class ExtractionProcess:
@@ -113,14 +116,14 @@ class ExtractionProcess:
         self._process = None
 
 
-async def run_worker(config: Config, supervised: bool) -> None:
+async def run_worker(config: Config, supervised_by: int | None = None) -> None:
     """The body of ``salience worker``: the extraction worker alone, until SIGTERM / SIGINT,
-    or (``supervised``) until the serving process that started it is gone."""
+    or (``supervised_by`` the serving process's pid) until the process that started it is gone."""
     import os
 
     from salience.services import Services
 
-    if supervised:
+    if supervised_by is not None:
         os.nice(WORKER_NICENESS)
     services = Services.build(config)
     await services.start(run_worker=False)
@@ -128,7 +131,7 @@ async def run_worker(config: Config, supervised: bool) -> None:
     done = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, done.set)
-    watcher = asyncio.create_task(_follow_parent(services, done)) if supervised else None
+    watcher = asyncio.create_task(_follow_parent(services, done, supervised_by)) if supervised_by is not None else None
     try:
         warm = getattr(services.embedder, "load", None)
         if warm is not None:
@@ -141,12 +144,29 @@ async def run_worker(config: Config, supervised: bool) -> None:
         await services.stop()
 
 
-async def _follow_parent(services: object, done: asyncio.Event) -> None:
-    """Nudges from the serving process on stdin; end of file: it is gone, so stop."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    worker = services.worker  # type: ignore[attr-defined]
-    while await reader.read(4096):
-        worker.notify()
-    done.set()
+async def _follow_parent(services: object, done: asyncio.Event, parent: int) -> None:
+    """Nudges from the serving process on stdin; end of file, or a new parent process (ours
+    died and we were handed to init), means it is gone: stop."""
+    import os
+
+    async def orphaned() -> None:
+        # a second watch: a worker was once seen outliving a serve SIGKILLed as it started it
+        # (and a serve killed before the worker ran leaves it with another parent from the start)
+        while os.getppid() == parent:
+            await asyncio.sleep(PARENT_CHECK_SECONDS)
+
+    async def nudges() -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        worker = services.worker  # type: ignore[attr-defined]
+        while await reader.read(4096):
+            worker.notify()
+
+    watches = [asyncio.create_task(orphaned()), asyncio.create_task(nudges())]
+    try:
+        await asyncio.wait(watches, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for watch in watches:
+            await cancel_task(watch)
+        done.set()

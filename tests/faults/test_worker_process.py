@@ -126,3 +126,33 @@ def test_inline_extraction_starts_no_worker_process(tmp_path):
         assert children(proxy.process.pid) == []
     finally:
         proxy.stop()
+
+
+def test_a_worker_whose_serve_is_gone_stops_even_with_its_pipe_still_open(tmp_path):
+    """The serving process died before the worker ran, and something else still holds the
+    pipe (no end of file): the worker sees it has another parent and stops."""
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path / "config", {"demo": {"api_keys": [KEY], "upstream": {"transport": "echo"}}})
+    read_end, write_end = os.pipe()
+    try:
+        starter = (
+            "import os, subprocess, sys; from salience.worker_process import worker_argv; "
+            f"p = subprocess.Popen(worker_argv(__import__('pathlib').Path({str(config)!r})), stdin={read_end}, "
+            "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True); print(p.pid)"
+        )
+        started = subprocess.run(
+            [sys.executable, "-c", starter], env=offline_env(), capture_output=True, text=True, pass_fds=(read_end,),
+            check=True,
+        )
+        worker = int(started.stdout.split()[0])
+        deadline = time.monotonic() + 60
+        while alive(worker):
+            if time.monotonic() > deadline:
+                os.kill(worker, signal.SIGKILL)
+                raise AssertionError("the worker outlived the process that started it")
+            time.sleep(0.2)
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
@@ -40,8 +41,6 @@ PARENT_CHECK_SECONDS = 1.0
 
 
 def worker_argv(config_dir: Path) -> list[str]:
-    import os
-
     return [sys.executable, "-m", "salience", "worker", "--config", str(config_dir), "--supervised-by", str(os.getpid())]
 
 
@@ -119,8 +118,6 @@ class ExtractionProcess:
 async def run_worker(config: Config, supervised_by: int | None = None) -> None:
     """The body of ``salience worker``: the extraction worker alone, until SIGTERM / SIGINT,
     or (``supervised_by`` the serving process's pid) until the process that started it is gone."""
-    import os
-
     from salience.services import Services
 
     if supervised_by is not None:
@@ -141,14 +138,19 @@ async def run_worker(config: Config, supervised_by: int | None = None) -> None:
         await done.wait()
     finally:
         await cancel_task(watcher)
-        await services.stop()
+        # Bounded: a worker was seen never finishing its stop with Redis down. Exiting without
+        # it is a crash as far as the queue is concerned: leased jobs are taken over later.
+        stopping = asyncio.create_task(services.stop())
+        finished, _ = await asyncio.wait({stopping}, timeout=STOP_GRACE)
+        if not finished:
+            log.error("the extraction worker did not stop within %.0f s: exiting", STOP_GRACE)
+            logging.shutdown()
+            os._exit(1)
 
 
 async def _follow_parent(services: object, done: asyncio.Event, parent: int) -> None:
     """Nudges from the serving process on stdin; end of file, or a new parent process (ours
     died and we were handed to init), means it is gone: stop."""
-    import os
-
     async def orphaned() -> None:
         # a second watch: a worker was once seen outliving a serve SIGKILLed as it started it
         # (and a serve killed before the worker ran leaves it with another parent from the start)

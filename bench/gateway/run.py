@@ -433,7 +433,7 @@ async def run(args: argparse.Namespace) -> dict:
         targets.append(Target("salience, memory off", salience.url, salience, bearer(API_KEY)))
         targets += [Target(f"salience, memory on, {size:,}", salience.url, salience, bearer(API_KEY, f"u{size}"))
                     for size in plan.sizes]
-        # the same turns with no extraction worker in the process: what the worker costs a reply
+        # the same turns with no extraction worker at all: what extraction costs a reply
         ext_user = 10_000 if 10_000 in plan.sizes else plan.sizes[0]
         targets.append(Target(f"salience, memory on, {ext_user:,}, extraction off", servers["off"].url,
                               servers["off"], bearer(API_KEY, f"u{ext_user}")))
@@ -569,8 +569,8 @@ def markdown(result: dict) -> str:
         cpu = row["throughput"][str(levels[-1])]["cpu_seconds_per_request"] * 1000
         lines.append(f"| {row['system']} | " + " | ".join(cells) + f" | {cpu:.2f} | {row['rss_mb']['idle']} | "
                      f"{row['rss_mb']['after']} |")
-    lines += ["", "CPU and RSS are the gateway process's own (the upstream's for the floor); salience's rows share one "
-              "process, so its RSS is the same on each.", ""]
+    lines += ["", "CPU and RSS are the gateway's own process tree (the upstream's for the floor; salience's includes "
+              "its extraction worker process); salience's rows share one server, so its RSS is the same on each.", ""]
     extraction = result["extraction"]
     lines += ["## Extraction on against off", "",
               f"Turns the extractor mines, user with {extraction['memories']:,} memories, concurrency 1, two salience "

@@ -15,16 +15,24 @@ from salience.api.body import BodySizeLimit
 from salience.api.errors import install_error_handlers
 from salience.services import Services
 from salience.settings import Config
+from salience.worker_process import ExtractionProcess
 
 log = logging.getLogger("salience")
 
 
-def create_app(config: Config, services: Services | None = None, run_worker: bool = True) -> FastAPI:
+def create_app(
+    config: Config,
+    services: Services | None = None,
+    run_worker: bool = True,
+    extraction_process: ExtractionProcess | None = None,
+) -> FastAPI:
+    """The app; its background loops run with it when ``run_worker``. Extraction runs in
+    ``extraction_process`` when given (what ``salience serve`` does by default), else inline."""
     services = services or Services.build(config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await services.start(run_worker=run_worker)
+        await services.start(run_worker=run_worker, extraction_process=extraction_process)
         warm = getattr(services.embedder, "load", None)
         if warm is not None:
             await asyncio.to_thread(warm)

@@ -57,19 +57,40 @@ def serve(
     host: Optional[str] = typer.Option(None, help="listen address (default: from salience.yaml, 127.0.0.1)"),
     port: Optional[int] = typer.Option(None, help="listen port (default: from salience.yaml, 8080)"),
 ) -> None:
-    """Run the proxy."""
+    """Run the proxy (and, by default, the extraction worker as a child process it supervises)."""
     import uvicorn
 
     from salience.app import create_app
+    from salience.worker_process import ExtractionProcess
 
     settings = _load(config)
     logging.basicConfig(level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    extraction = settings.server.extraction
+    separate = extraction.enabled and extraction.process == "separate"
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, extraction_process=ExtractionProcess.for_config(settings) if separate else None),
         host=host or settings.server.listen.host,
         port=port or settings.server.listen.port,
         log_level=settings.server.log_level,
     )
+
+
+@app.command()
+def worker(
+    config: Path = typer.Option(Path("config"), "--config", help="configuration directory"),
+    supervised_by: Optional[int] = typer.Option(
+        None, "--supervised-by", hidden=True, help="started by serve (this pid): stdin is its pipe"
+    ),
+) -> None:
+    """Run only the extraction worker: drain the queue of exchanges into memories.
+
+    `salience serve` starts one itself (extraction.process: separate, the default); run it by hand
+    for serving processes configured with extraction.enabled: false that share one store."""
+    from salience.worker_process import run_worker
+
+    settings = _load(config)
+    logging.basicConfig(level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run_worker(settings, supervised_by))
 
 
 @app.command("import")

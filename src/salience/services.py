@@ -25,6 +25,7 @@ from salience.store.base import Store, StoreUnavailable, open_store
 from salience.store.routed import RoutedStore
 from salience.upstream import Upstream, build_upstream
 from salience.worker import ExtractionWorker
+from salience.worker_process import ExtractionProcess
 
 log = logging.getLogger("salience")
 
@@ -83,6 +84,8 @@ class Services:
     escalations: EscalationSender
     auditor: Auditor
     retention: RetentionSweeper
+    # extraction in a child process (``extraction.process: separate``), set by ``start``
+    extraction_process: ExtractionProcess | None = None
 
     def store_for(self, tenant: str) -> Store:
         """The store holding ``tenant``'s data (its region's, when there are several)."""
@@ -148,7 +151,9 @@ class Services:
         self.worker.on_commit = committed
         self.safety.on_escalation = escalated
 
-    async def start(self, run_worker: bool = True) -> None:
+    async def start(self, run_worker: bool = True, extraction_process: ExtractionProcess | None = None) -> None:
+        """Open the store and, with ``run_worker``, start the background loops; extraction runs
+        in ``extraction_process`` when one is given (``salience serve``), else in this process."""
         for tenant in self.config.tenants.values():
             if not tenant.master_key:
                 log.warning("tenant %s has no master_key: its data is stored unencrypted", tenant.id)
@@ -159,7 +164,12 @@ class Services:
             log.warning("store unreachable at start-up: completions are served without memory until it answers")
         if run_worker:
             if self.config.server.extraction.enabled:  # off: exchanges queue up for another process
-                self.worker.start()
+                if extraction_process is not None:
+                    self.extraction_process = extraction_process
+                    self.worker.elsewhere = extraction_process.notify
+                    extraction_process.start()
+                else:
+                    self.worker.start()
             self.replayer.start(on_queued=self.worker.notify)
             self.escalations.start()
             self.retention.start()
@@ -167,6 +177,8 @@ class Services:
     async def stop(self) -> None:
         await self.replayer.stop()
         await self.worker.stop()
+        if self.extraction_process is not None:
+            await self.extraction_process.stop()
         await self.escalations.stop()
         await self.retention.stop()
         for upstream in self.upstreams.values():

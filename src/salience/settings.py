@@ -74,6 +74,10 @@ class ExtractionSettings(_Strict):
     llm: LLMExtractionSettings | None = None  # None: the offline extractor
     # false: exchanges are still queued (durably) but this process runs no extraction worker
     enabled: bool = True
+    # where ``salience serve`` runs its worker: "separate" (default) in a child process it
+    # supervises (``salience worker``), so extraction never holds the serving process's GIL;
+    # "inline" in the serving process itself
+    process: Literal["inline", "separate"] = "separate"
 
 
 class WebhookDeliverySettings(_Strict):

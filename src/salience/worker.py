@@ -49,6 +49,8 @@ class ExtractionWorker:
         self.on_commit: Callable[[ExtractionJob, list[MemoryItem], list[MemoryItem]], Awaitable[None]] | None = None
         self._detector = RuleBasedDetector()  # arc signals: which messages came close to a crisis
         self._poller = Poller("salience-extraction-worker", self.run_once, poll_seconds)
+        # When extraction runs in another process (worker_process.py): how to nudge it instead.
+        self.elsewhere: Callable[[], None] | None = None
 
     async def process(self, job: ExtractionJob) -> tuple[int, int]:
         """Extract one job's memories and commit them; returns (added, reinforced).
@@ -56,14 +58,22 @@ class ExtractionWorker:
         The idempotency key is the message: a message some memory already came from is not
         extracted again. Entities and arc signals are written before the commit (they are
         keyed by stable ids, so a job that runs again rewrites the same rows)."""
-        existing = await self.store.load_memories(job.user)
-        # (a pinned safety memory cites the messages it was screened from: they still get extracted)
-        counted = {source for memory in existing if not memory.pinned for source in memory.sources}
-        fresh = [m for m in job.messages if m.id not in counted]
-        known = await self._related(fresh, existing) if getattr(self.extractor, "uses_known_memories", False) else []
-        candidates = []
-        if fresh:  # ``known`` only for an extractor that asks for it: the protocol's older form still works
-            candidates = await (self.extractor.extract(fresh, known) if known else self.extractor.extract(fresh))
+        if getattr(self.extractor, "uses_known_memories", False):
+            existing = await self.store.load_memories(job.user)
+            fresh = [m for m in job.messages if m.id not in _counted(existing)]
+            known = await self._related(fresh, existing)
+            candidates = []
+            if fresh:  # ``known`` only for an extractor that asks for it: the protocol's older form still works
+                candidates = await (self.extractor.extract(fresh, known) if known else self.extractor.extract(fresh))
+        else:
+            # Extract first: most turns yield nothing, and then the user's memories (for 10k of
+            # them, ~0.5 s to load) are not needed. An extractor not shown known memories (the
+            # offline one) reads each message on its own, so dropping the candidates of messages
+            # already counted is the same as extracting only the others.
+            candidates = await self.extractor.extract(job.messages) if job.messages else []
+            existing = await self.store.load_memories(job.user) if candidates else []
+            counted = _counted(existing)
+            candidates = [c for c in candidates if not set(c.sources) <= counted]
         edits = [c for c in candidates if c.action != "add"]
         additions = [c for c in candidates if c.action == "add"]
         added: list[MemoryItem] = []
@@ -116,7 +126,10 @@ class ExtractionWorker:
 
     def notify(self) -> None:
         """A job was queued: look now instead of at the next poll."""
-        self._poller.notify()
+        if self.elsewhere is not None:
+            self.elsewhere()
+        else:
+            self._poller.notify()
 
     async def drain(self) -> None:
         """Process until no job is due (used by import, the demo and tests)."""
@@ -128,3 +141,9 @@ class ExtractionWorker:
 
     async def stop(self) -> None:
         await self._poller.stop()
+
+
+def _counted(existing: list[MemoryItem]) -> set[str]:
+    """The messages some memory already came from (a pinned safety memory cites the messages it
+    was screened from: they still get extracted)."""
+    return {source for memory in existing if not memory.pinned for source in memory.sources}

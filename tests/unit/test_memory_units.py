@@ -80,3 +80,16 @@ def test_packing_never_exceeds_the_budget_and_uses_the_room_it_has():
         # nothing left out would still have fitted
         for left in (m for m in items if m not in chosen_items):
             assert count_tokens(render_context([*chosen_items, left])) > budget
+
+
+def test_a_lexical_index_built_on_the_last_ones_words_scores_as_one_built_afresh():
+    from salience.memory.lexical import LexicalIndex
+
+    before = ["user: My sister Sarah lives in Lisbon.", "user: I adopted a grey cat.", "user: I hate running."]
+    after = ["user: My sister Sarah lives in Lisbon.", "user: I hate running.", "user: Sarah is a nurse.", ""]
+    reused = LexicalIndex(after, known=LexicalIndex(before).words)  # one text gone, two new
+    fresh = LexicalIndex(after)
+    assert "user: I adopted a grey cat." not in reused.words
+    for query in ["Where does Sarah live?", "what is her job, a nurse?", "running", "grey cat"]:
+        assert np.array_equal(reused.scores(query), fresh.scores(query)), query
+    assert reused.scores("nurse").argmax() == 2

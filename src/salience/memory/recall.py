@@ -83,13 +83,22 @@ class Recall:
 class MemorySet:
     """One user's memories as arrays, ready to score; built once per store version."""
 
-    def __init__(self, version: int, items: list[MemoryItem], pinned_items: list[MemoryItem] | None = None) -> None:
+    def __init__(
+        self,
+        version: int,
+        items: list[MemoryItem],
+        pinned_items: list[MemoryItem] | None = None,
+        previous: "MemorySet | None" = None,
+    ) -> None:
+        """``previous``: the user's set this one replaces, whose tokenized texts are reused."""
         self.version = version
         self.items = items
         # Pinned memories (safety) are never ranked or budgeted: recall returns them as they are.
         self.pinned_items = pinned_items or []
         self.matrix = np.stack([m.embedding for m in items]).astype(np.float32) if items else np.zeros((0, 0), np.float32)
-        self.lexical = LexicalIndex([f"{m.speaker}: {m.text}" for m in items])
+        self.lexical = LexicalIndex(
+            [f"{m.speaker}: {m.text}" for m in items], previous.lexical.words if previous is not None else None
+        )
         self.created = np.array([m.created_at.timestamp() for m in items], dtype=np.float64)
         self.anchor = np.array(
             [max(m.created_at, m.last_reinforced_at or m.created_at).timestamp() for m in items], dtype=np.float64
@@ -145,8 +154,9 @@ class MemorySet:
 class MemoryCache:
     """Per-user memory sets, reused until the store's version for the user moves.
 
-    A set is built from the store in full (for 10k memories: ~0.5 s to load, ~0.8 s for the
-    arrays and the BM25 index), and extraction moves the version after nearly every turn. A
+    A set is built from the store in full (for 10k memories: ~0.5 s to load, ~0.5 s for the
+    arrays and the BM25 index, whose texts the last set already tokenized, ~0.8 s for a first
+    build), and extraction moves the version after nearly every turn. A
     reply must not wait for that: a large set whose version moved is served as it was while
     one background task per user rebuilds it, so the newest turn's memories reach recall a
     moment later (the app still has that turn in its own history). Small sets, and a user's
@@ -155,7 +165,7 @@ class MemoryCache:
     A set served stale may still hold a memory erased since (through another replica): recall
     checks the ids it is about to inject against the store first (``existing_memory_ids``).
 
-    A rebuild runs in this process and holds the GIL for much of its time, so each user's
+    A rebuild runs in the serving process (extraction, by default, does not) and holds the GIL for much of its time, so each user's
     background rebuilds are spaced out: at most one every ``REBUILD_SPACING`` times as long
     as the last one took (for 10k memories: one every ~15 s), which bounds the share of the
     process a very talkative user with a large memory can take to about a tenth.
@@ -195,7 +205,8 @@ class MemoryCache:
         loaded = await self.store.load_memories(user)
         items = [m for m in loaded if m.embedding is not None and not m.pinned]
         # Off the event loop: other users' requests go on while the arrays and index are built.
-        memory_set = await asyncio.to_thread(MemorySet, version, items, [m for m in loaded if m.pinned])
+        previous = self._sets.get(user)  # dropped by ``forget``: nothing erased is carried over
+        memory_set = await asyncio.to_thread(MemorySet, version, items, [m for m in loaded if m.pinned], previous)
         if self._generation.get(user, 0) != generation:  # erased meanwhile: load again
             return await self._build(user, await self.store.memory_version(user))
         if user not in self._sets and len(self._sets) >= self.max_users:

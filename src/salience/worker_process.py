@@ -1,0 +1,174 @@
+"""Extraction in its own OS process: ``salience worker``, and its supervisor in ``salience serve``.
+
+Extracting a job for a user with a large memory loads and scans that memory, which holds the
+GIL for hundreds of milliseconds: run in the serving process it slows every reply on it (the
+gateway benchmark measured 6x on the turns that add memories). So by default ``salience
+serve`` starts ``salience worker`` as a child process (``extraction.process: separate``) and
+the two share only the store, which is where the queue already is.
+
+The child's stdin is a pipe from the serving process:
+  - a byte on it means "a job was queued": the worker looks now rather than at its next poll;
+  - end of file means the serving process is gone (even SIGKILLed): the worker stops, and any
+    job it held is taken over when its lease runs out, as after any crash.
+The supervisor restarts a child that dies, after a pause that grows while it keeps dying, and
+stops it when serving stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from salience.background import cancel_task
+from salience.settings import Config
+
+log = logging.getLogger("salience.worker_process")
+
+RESTART_PAUSE_MIN = 0.5  # seconds before a dead worker is started again
+RESTART_PAUSE_MAX = 30.0  # ... doubling while it keeps dying soon after starting
+STABLE_AFTER = 60.0  # a worker that ran this long before dying starts again at the shortest pause
+STOP_GRACE = 10.0  # seconds a stopping worker gets before it is killed
+# The supervised worker runs at a lower CPU priority than the serving process: on a machine
+# short of cores it takes what serving leaves, instead of slowing replies (the gateway
+# benchmark's throughput fell by a quarter with the worker at the same priority).
+WORKER_NICENESS = 10
+PARENT_CHECK_SECONDS = 1.0
+
+
+def worker_argv(config_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "salience", "worker", "--config", str(config_dir), "--supervised-by", str(os.getpid())]
+
+
+class ExtractionProcess:
+    """Runs ``salience worker`` as a child process of ``salience serve`` and keeps it running."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv
+        self.restarts = 0
+        self._process: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @classmethod
+    def for_config(cls, config: Config) -> "ExtractionProcess":
+        return cls(worker_argv(config.directory))
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
+
+    def notify(self) -> None:
+        """A job was queued: nudge the worker (a lost nudge only costs a poll interval)."""
+        process = self._process
+        if process is None or process.stdin is None or process.returncode is not None:
+            return
+        try:
+            process.stdin.write(b"\n")
+        except (BrokenPipeError, ConnectionResetError, RuntimeError):
+            pass  # it is dying; the supervisor starts another
+
+    def start(self) -> None:
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.create_task(self._supervise(), name="salience-extraction-process")
+
+    async def _supervise(self) -> None:
+        pause = RESTART_PAUSE_MIN
+        while not self._stopping:
+            started = time.monotonic()
+            try:
+                # its own session: a Ctrl-C in the terminal reaches serve, which stops it in order
+                self._process = await asyncio.create_subprocess_exec(
+                    *self.argv, stdin=asyncio.subprocess.PIPE, start_new_session=True
+                )
+                code = await self._process.wait()
+            except OSError as exc:
+                code = None
+                log.error("could not start the extraction worker process: %s", type(exc).__name__)
+            if self._stopping:
+                return
+            if time.monotonic() - started >= STABLE_AFTER:
+                pause = RESTART_PAUSE_MIN
+            log.warning("extraction worker process exited (code %s): starting it again in %.1f s", code, pause)
+            self.restarts += 1
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, RESTART_PAUSE_MAX)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), STOP_GRACE)
+            except asyncio.TimeoutError:
+                process.kill()
+                await process.wait()
+        await cancel_task(self._task)
+        self._task = None
+        self._process = None
+
+
+async def run_worker(config: Config, supervised_by: int | None = None) -> None:
+    """The body of ``salience worker``: the extraction worker alone, until SIGTERM / SIGINT,
+    or (``supervised_by`` the serving process's pid) until the process that started it is gone."""
+    from salience.services import Services
+
+    if supervised_by is not None:
+        os.nice(WORKER_NICENESS)
+    services = Services.build(config)
+    await services.start(run_worker=False)
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, done.set)
+    watcher = asyncio.create_task(_follow_parent(services, done, supervised_by)) if supervised_by is not None else None
+    try:
+        warm = getattr(services.embedder, "load", None)
+        if warm is not None:
+            await asyncio.to_thread(warm)
+        services.worker.start()
+        log.info("extraction worker running")
+        await done.wait()
+    finally:
+        await cancel_task(watcher)
+        # Bounded: a worker was seen never finishing its stop with Redis down. Exiting without
+        # it is a crash as far as the queue is concerned: leased jobs are taken over later.
+        stopping = asyncio.create_task(services.stop())
+        finished, _ = await asyncio.wait({stopping}, timeout=STOP_GRACE)
+        if not finished:
+            log.error("the extraction worker did not stop within %.0f s: exiting", STOP_GRACE)
+            logging.shutdown()
+            os._exit(1)
+
+
+async def _follow_parent(services: object, done: asyncio.Event, parent: int) -> None:
+    """Nudges from the serving process on stdin; end of file, or a new parent process (ours
+    died and we were handed to init), means it is gone: stop."""
+    async def orphaned() -> None:
+        # a second watch: a worker was once seen outliving a serve SIGKILLed as it started it
+        # (and a serve killed before the worker ran leaves it with another parent from the start)
+        while os.getppid() == parent:
+            await asyncio.sleep(PARENT_CHECK_SECONDS)
+
+    async def nudges() -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        worker = services.worker  # type: ignore[attr-defined]
+        while await reader.read(4096):
+            worker.notify()
+
+    watches = [asyncio.create_task(orphaned()), asyncio.create_task(nudges())]
+    try:
+        await asyncio.wait(watches, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for watch in watches:
+            await cancel_task(watch)
+        done.set()

@@ -165,8 +165,10 @@ def train(
     return classifier
 
 
-def same_model(a: SafetyClassifier, b: SafetyClassifier, tolerance: float = 1e-3) -> bool:
-    """Equal up to float noise (embeddings differ in the last bits across CPUs and runtimes)."""
+def same_model(a: SafetyClassifier, b: SafetyClassifier, tolerance: float = 1e-2) -> bool:
+    """Equal up to float noise (embeddings differ in the last bits across CPUs and runtimes, ONNX
+    and torch; at C = 64 that moves a coefficient by up to ~3e-3). A change of data or choices
+    moves them by far more."""
     return (
         a.classes == b.classes
         and np.allclose(astuple(a.thresholds), astuple(b.thresholds), atol=0.01)

@@ -59,18 +59,20 @@ async def chat_completion(request: Request, tenant: TenantSettings, body: dict[s
         return await forward_unremembered(services, tenant, upstream, body, streaming, "off")
     requested_session = request.headers.get(SESSION_HEADER) or None
 
+    # Screening and recall both read the embedding of the latest user message: it is
+    # computed (off the event loop) while the store answers and the lexical scores are made.
+    query = content_text(last_message_of(body["messages"], "user").get("content"))
+    services.embedder.start(query)
     try:
         identity = await identify(services, tenant, user, requested_session)
 
-        # screen: every new user message, before anything goes upstream; a disclosure is pinned
+        # screen every new user message before anything goes upstream (a disclosure is
+        # pinned), and recall, side by side: neither needs the other's result
         assert identity.session_id is not None
         new_messages = exchange_messages(user, identity.session_id, identity.now, exchange_turns(body["messages"], ""))
-        screening = await services.safety.screen(tenant, user, identity.session_id, new_messages, identity.now)
-
-        # recall
-        query = content_text(last_message_of(body["messages"], "user").get("content"))
-        recall = await services.recaller.recall(
-            identity.user, query, tenant.memory, model=body.get("model") or tenant.upstream.model
+        screening, recall = await asyncio.gather(
+            services.safety.screen(tenant, user, identity.session_id, new_messages, identity.now),
+            services.recaller.recall(identity.user, query, tenant.memory, model=body.get("model") or tenant.upstream.model),
         )
 
         # inject: the safety note (pinned, outside the budget) first, then the recalled memories

@@ -72,7 +72,7 @@ def build_extractor(config: Config) -> Extractor:
 class Services:
     config: Config
     store: Store
-    embedder: Embedder
+    embedder: SharedEmbeddings
     extractor: Extractor
     recaller: Recaller
     worker: ExtractionWorker

@@ -270,12 +270,14 @@ async def test_retention_erases_expired_memories_with_audit_entries(make_proxy, 
         await ask(client, "ida", "My cat Pumpernickel sleeps on my keyboard every morning.")  # said today: kept
         [recent] = await wait_for_memories(http, "ida", 1)
         await http.post("/v1/users/ida/import", json=import_five())  # said in March 2024: expired
+        # each erasure is followed by its audit entry: wait for both, not just the first
         for _ in range(100):
             listed = (await http.get("/v1/users/ida/memories")).json()["data"]
-            if len(listed) == 1:
+            entries = (await http.get("/v1/users/ida/audit")).json()["data"]
+            erased = [e for e in entries if e["action"] == "retention.erase"]
+            if len(listed) == 1 and len(erased) >= 5:
                 break
             await asyncio.sleep(0.1)
         assert [m["id"] for m in listed] == [recent["id"]]
-        entries = (await http.get("/v1/users/ida/audit")).json()["data"]
-        assert len([e for e in entries if e["action"] == "retention.erase"]) == 5
+        assert len(erased) == 5
         assert "Biscuit" not in str((await http.get("/v1/users/ida/export")).json())

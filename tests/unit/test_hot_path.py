@@ -29,6 +29,19 @@ def test_onnx_and_torch_runtimes_give_the_same_vectors(embedder: LocalMiniLMEmbe
     assert float((onnx * reference).sum(axis=1).min()) > 0.999
 
 
+def test_the_int8_runtime_stays_close_to_the_float_vectors_and_ranks_alike(embedder: LocalMiniLMEmbedder):
+    """``onnx-int8`` vectors can sit beside stored float ones: close, and the same nearest memory."""
+    quantized = LocalMiniLMEmbedder(runtime="onnx-int8")
+    quantized.load()
+    assert quantized.runtime == "onnx-int8"
+    memories = embedder.embed_sync(TEXTS[:2] + ["We had pancakes for breakfast.", "The bus was late again today."])
+    questions = ["How is my sister doing?", "What is my new job?", "What did we eat in the morning?"]
+    close = quantized.embed_sync(TEXTS)
+    assert float((close * embedder.embed_sync(TEXTS)).sum(axis=1).min()) > 0.98
+    for expected, question in enumerate(questions):
+        assert int(np.argmax(memories @ quantized.embed_sync([question])[0])) == [0, 1, 2][expected]
+
+
 async def test_queries_embedded_together_equal_queries_embedded_alone(embedder: LocalMiniLMEmbedder):
     queries = [f"How is my sister doing after visit {n}?" for n in range(20)]
     together = await asyncio.gather(*(embedder.embed([q]) for q in queries))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Sequence
 
 import numpy as np
@@ -37,3 +38,44 @@ async def test_only_the_most_recent_texts_are_kept():
         await shared.embed([text])
     assert inner.embedded == ["a", "bb", "ccc", "a"]
     assert (await shared.embed([])).shape[0] == 0
+
+
+class SlowEmbedder(CountingEmbedder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        await self.release.wait()
+        return await super().embed(texts)
+
+
+async def test_a_text_started_early_is_embedded_once_for_every_caller_waiting_on_it():
+    inner = SlowEmbedder()
+    shared = SharedEmbeddings(inner)
+    shared.start("I feel low")
+    screening = asyncio.create_task(shared.embed(["I feel low"]))
+    recall = asyncio.create_task(shared.embed(["I feel low"]))
+    await asyncio.sleep(0.01)
+    assert not screening.done() and not recall.done()  # both wait for the run already going
+    inner.release.set()
+    first, second = await screening, await recall
+    assert inner.embedded == ["I feel low"]
+    assert np.array_equal(first, second)
+
+
+class FailingOnceEmbedder(CountingEmbedder):
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not self.embedded:
+            self.embedded.append("<failed>")
+            raise RuntimeError("model not ready")
+        return await super().embed(texts)
+
+
+async def test_a_failed_early_start_is_retried_by_the_caller_that_needs_the_vector():
+    inner = FailingOnceEmbedder()
+    shared = SharedEmbeddings(inner)
+    shared.start("hello")
+    await asyncio.sleep(0)
+    vector = await shared.embed(["hello"])
+    assert inner.embedded == ["<failed>", "hello"] and vector.shape == (1, 2)

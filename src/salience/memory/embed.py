@@ -41,7 +41,7 @@ class LocalMiniLMEmbedder:
 
     def __init__(self, batch_size: int = 64, runtime: str = "auto", query_cache: int = 4096) -> None:
         self.batch_size = batch_size
-        self.requested_runtime = runtime  # "auto" (onnx if installed), "onnx" or "torch"
+        self.requested_runtime = runtime  # "auto" (onnx if installed), "onnx", "onnx-int8" or "torch"
         self.runtime: str | None = None  # the one loaded
         self._model: Any = None
         self._lock = threading.Lock()
@@ -63,10 +63,10 @@ class LocalMiniLMEmbedder:
                 runtime = self.requested_runtime
                 if runtime == "auto":
                     runtime = "onnx" if _onnxruntime_installed() else "torch"
-                if runtime == "onnx":
+                if runtime in ("onnx", "onnx-int8"):
                     from salience.memory.onnx_minilm import OnnxMiniLM
 
-                    self._model = OnnxMiniLM()
+                    self._model = OnnxMiniLM(quantized=runtime == "onnx-int8")
                 else:
                     self._model = _load_sentence_transformer()
                 self.runtime = runtime
@@ -102,7 +102,7 @@ class LocalMiniLMEmbedder:
                 self._query_cache.popitem(last=False)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        if self.runtime == "onnx":
+        if self.runtime in ("onnx", "onnx-int8"):
             return self._model.encode(texts, self.batch_size)
         vectors = self._model.encode(
             texts,

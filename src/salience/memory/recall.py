@@ -27,6 +27,7 @@ from salience.memory.memory_set import MemoryCache, MemorySet
 from salience.memory.arc import Arc, render_arc_note
 from salience.memory.person import PersonCache
 from salience.memory.salience import salience_array
+from salience.memory.shared_embeddings import SharedEmbeddings
 from salience.memory.tokens import count_tokens
 from salience.model import MemoryItem, UserRef, utcnow
 from salience.settings import MemorySettings
@@ -77,7 +78,8 @@ class Recall:
 
 class Recaller:
     def __init__(self, store: Store, embedder: Embedder) -> None:
-        self.embedder = embedder
+        # shared: the request path has usually started embedding the turn already (screening)
+        self.embedder = embedder if isinstance(embedder, SharedEmbeddings) else SharedEmbeddings(embedder)
         self.cache = MemoryCache(store)
         self.people = PersonCache(store)
 
@@ -92,6 +94,7 @@ class Recaller:
     ) -> Recall:
         budget = settings.budget_tokens if budget_tokens is None else budget_tokens
         now = at or utcnow()
+        self.embedder.start(query)  # off the event loop, while the store and the lexical index answer
         memory_set, current = await self.cache.get_checked(user)
         pinned = [m for m in memory_set.pinned_items if m.created_at <= now]
         if not current and pinned:  # a stale set: nothing erased since may be injected
@@ -106,13 +109,13 @@ class Recaller:
         if not query.strip() or budget <= 0 or not eligible.any():
             return self._nothing_found(query, budget, 0.0, model, pinned, arc, arc_note)
 
+        named, about = memory_set.about(query)
+        lexical = memory_set.lexical.scores(strip_names(query, named))
         query_vector = (await self.embedder.embed([query]))[0]
         # einsum, not BLAS: OpenBLAS splits a 10k x 384 product over every core and, on a busy
         # 2-core server, spends 16 ms waiting for them instead of 1.7 ms on one.
         dense = np.einsum("ij,j->i", memory_set.matrix, query_vector)
-        named, about = memory_set.about(query)
-        content_query = strip_names(query, named)
-        content_relevance = DENSE_WEIGHT * dense + LEXICAL_WEIGHT * memory_set.lexical.scores(content_query)
+        content_relevance = DENSE_WEIGHT * dense + LEXICAL_WEIGHT * lexical
         relevance = content_relevance * np.where(about, 1.0, OTHER_SUBJECT)
         confidence = self._confidence(named, about, eligible, content_relevance, dense)
         # The user's own people, when the turn names no speaker of a transcript (then the
@@ -143,10 +146,12 @@ class Recaller:
         if not chosen:
             return self._nothing_found(query, budget, confidence, model, pinned, arc, arc_note)
         context = render_context([m.item for m in chosen], arc_note=arc_note)
-        while len(chosen) > 1 and count_tokens(context, model) > full_budget:  # token merges at the seam
+        tokens = count_tokens(context, model)
+        while len(chosen) > 1 and tokens > full_budget:  # token merges at the seam
             chosen.pop()
             context = render_context([m.item for m in chosen], arc_note=arc_note)
-        return Recall(context, count_tokens(context, model), confidence, True, chosen, pinned, arc, arc_note)
+            tokens = count_tokens(context, model)
+        return Recall(context, tokens, confidence, True, chosen, pinned, arc, arc_note)
 
     @staticmethod
     def _confidence(

@@ -2,12 +2,15 @@
 
 The request path embeds the user's latest message twice over: safety screening (the
 classifier reads its embedding) and recall (the query vector). Both go through this
-wrapper, so the second asks for a vector the first already paid for. Only the most
-recent texts are kept (in memory, never logged).
+wrapper, so the second asks for a vector the first already paid for, also while it is
+still being computed: the request path ``start``s the embedding as soon as it has the
+text and screening and recall both wait for that one run, doing their other work
+meanwhile. Only the most recent texts are kept (in memory, never logged).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from typing import Sequence
 
@@ -24,18 +27,46 @@ class SharedEmbeddings:
         self.name = inner.name
         self.size = size
         self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._running: dict[str, asyncio.Task[None]] = {}  # texts being embedded now
+
+    def start(self, text: str) -> None:
+        """Begin embedding ``text`` now, in the background; ``embed`` of it waits for this run."""
+        if not text or text in self._recent or self._running_here(text) is not None:
+            return
+        task = asyncio.get_running_loop().create_task(self._embed_missing([text]))
+        self._running[text] = task
+        task.add_done_callback(lambda done: self._finished(text, done))
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        running = {task for text in texts if (task := self._running_here(text)) is not None}
+        if running:  # a failed run is retried below, where the error reaches this caller
+            await asyncio.gather(*running, return_exceptions=True)
         missing = list(dict.fromkeys(t for t in texts if t not in self._recent))
         if missing:
-            for text, vector in zip(missing, await self.inner.embed(missing)):
-                self._recent[text] = vector
-                self._recent.move_to_end(text)
-            while len(self._recent) > self.size:
-                self._recent.popitem(last=False)
+            await self._embed_missing(missing)
         if not texts:
             return await self.inner.embed([])
         return np.stack([self._recent[t] if t in self._recent else (await self.inner.embed([t]))[0] for t in texts])
+
+    async def _embed_missing(self, texts: list[str]) -> None:
+        for text, vector in zip(texts, await self.inner.embed(texts)):
+            self._recent[text] = vector
+            self._recent.move_to_end(text)
+        while len(self._recent) > self.size:
+            self._recent.popitem(last=False)
+
+    def _running_here(self, text: str) -> asyncio.Task[None] | None:
+        """The run for ``text`` on this event loop (one left on a closed loop never finishes)."""
+        task = self._running.get(text)
+        if task is None or task.get_loop() is not asyncio.get_running_loop():
+            return None
+        return task
+
+    def _finished(self, text: str, task: asyncio.Task[None]) -> None:
+        if self._running.get(text) is task:
+            del self._running[text]
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller that needs the vector embeds again and sees it
 
     def __getattr__(self, name: str):  # load(), embed_sync() and the like of the wrapped embedder
         if name == "inner":

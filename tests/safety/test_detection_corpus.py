@@ -112,13 +112,15 @@ async def test_the_rules_alone_still_meet_the_bar_on_the_tuning_corpus():
     [
         # measured once, at the end of the classifier work (docs/safety.md): 16/21 = 0.762 and
         # 32/45 = 0.711, FPR 0 and 0.031; after training_2.yaml and the rules' negation changes
-        # (already seen, a sanity check): 16/21 and 36/45 = 0.800, FPR 0 and 0. The floors leave
-        # one message of slack for float noise from another runtime of the same embedding model.
-        (FINAL, 0.71, 0.05),
-        (HOLDOUT5, 0.77, 0.05),
-        # the blind set, measured once per detector version (see its header): 94/130 = 0.723,
-        # FPR 3/110 = 0.027
-        (BLIND, 0.71, 0.04),
+        # (already seen, a sanity check): 16/21 and 36/45 = 0.800, FPR 0 and 0; after
+        # training_3.yaml and the short-turn bar (seen): 17/21 = 0.810 and 40/45 = 0.889, FPR 0
+        # and 0. The floors leave one message of slack for float noise from another runtime of
+        # the same embedding model.
+        (FINAL, 0.76, 0.05),
+        (HOLDOUT5, 0.86, 0.05),
+        # the blind set (see its header): 94/130 = 0.723, FPR 3/110 = 0.027 when it was unseen;
+        # 108/130 = 0.831, FPR 3/110 = 0.027 after training_3.yaml (a development check by then)
+        (BLIND, 0.82, 0.04),
     ],
 )
 async def test_the_held_out_sets_do_not_regress(detector, held_out, min_recall, max_false_positive_rate):
@@ -164,10 +166,14 @@ async def test_the_classifier_adds_unseen_phrasings_and_keeps_the_rules_no(detec
 
 @pytest.mark.parametrize(
     "text", ["ok", "thanks!", "hi", "good morning", "I started running again.",
-             "My father moved into a care home in March.", "lol", "I'm fine, just tired."],
+             "My father moved into a care home in March.", "lol", "I'm fine, just tired.",
+             # an earlier fit read these as goodbyes
+             "bye", "night", "sorry", "I have to go now", "I'll be fine", "see you next week",
+             "whatever, it doesn't matter", "I'm back again"],
 )
 async def test_ordinary_short_turns_are_not_flagged(detector, text):
-    """Most of a companion's traffic: a classifier that flags these is useless, whatever its recall."""
+    """Most of a companion's traffic: a classifier that flags these is useless, whatever its recall.
+    (A classifier-only flag on a turn of at most ``SHORT_TURN_WORDS`` words needs ``risk_at``.)"""
     assert await detector.detect(text) == []
 
 

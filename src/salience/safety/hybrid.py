@@ -10,7 +10,8 @@ Combined per message:
   ``confirm_at`` in a message said laughing ("kms lol this exam"), < ``STRONG_FLAG_VETO``
   (0.02) otherwise (the rules' rare false alarms, "I cut myself a slice of cake");
 - when no rule flagged, the classifier flags its most likely category from
-  P(crisis) >= ``flag_at`` — unless the rules read a crisis phrase there and set it aside
+  P(crisis) >= ``flag_at`` (``risk_at`` for a turn of at most ``SHORT_TURN_WORDS`` words:
+  "ok", "bye", "I have to go now") — unless the rules read a crisis phrase there and set it aside
   (negated, about someone else, fiction, an idiom): the classifier's embedding barely
   tells "I want to die" from "I would never want to die", the rules do;
 - a classifier flag's severity comes from the same markers the rules use: a plan, means or
@@ -31,7 +32,7 @@ import logging
 import numpy as np
 
 from salience.memory.embed import Embedder
-from salience.safety.classifier import SENTENCE_SPLIT_CHARS, SafetyClassifier, Score, sentences
+from salience.safety.classifier import SENTENCE_SPLIT_CHARS, SafetyClassifier, Score, Thresholds, sentences
 from salience.safety.detect import (
     MAX_EVIDENCE,
     Flag,
@@ -46,7 +47,14 @@ from salience.safety.detect import (
 from salience.safety.rules import DISTANT_PAST, ESCALATES_WITH_PLAN, LAUGHTER, PLAN_MEANS_TIMELINE, PRESENT_AGAIN, Severity
 
 log = logging.getLogger("salience.safety")
-STRONG_FLAG_VETO = 0.02  # P(crisis) under which even a rule's risk or imminent flag is dropped
+# P(crisis) under which even a rule's risk or imminent flag is dropped. Not higher: the hashed
+# words pull "No, I want to die" and 'I told her "I want to die"' down to a few hundredths, and
+# the rules read those better than the classifier does.
+STRONG_FLAG_VETO = 0.02
+# A turn this short ("ok", "I have to go now", "this is my last message tonight") carries too
+# little for the embedding to tell a goodbye from a crisis, and such turns are most of a
+# companion's traffic: the classifier alone flags one only from ``risk_at``, not ``flag_at``.
+SHORT_TURN_WORDS = 6
 
 
 class HybridDetector:
@@ -76,10 +84,20 @@ def combine(text: str, reading: Reading, score: Score, classifier: SafetyClassif
     thresholds = classifier.thresholds
     if reading.flags:
         return reading.flags if score.crisis >= veto_below(text, thresholds.confirm_at) else []
-    if score.crisis < thresholds.flag_at or reading.set_aside:
+    if score.crisis < flag_threshold(text, thresholds) or reading.set_aside:
         return []
     severity = classifier_severity(text, score, thresholds.risk_at)
     return strongest_first([Flag(score.category, severity, round(score.crisis, 3), text.strip()[:MAX_EVIDENCE])])
+
+
+def flag_threshold(text: str, thresholds: Thresholds) -> float:
+    """The P(crisis) from which the classifier flags a message no rule flagged: higher for a
+    short turn (``SHORT_TURN_WORDS``)."""
+    return thresholds.risk_at if is_short_turn(text) else thresholds.flag_at
+
+
+def is_short_turn(text: str) -> bool:
+    return len(text.split()) <= SHORT_TURN_WORDS
 
 
 def veto_below(text: str, confirm_at: float) -> float:

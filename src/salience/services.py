@@ -107,7 +107,7 @@ class Services:
         detector = build_detector(embedder)
         extractor = WithoutDisclosures(extractor or build_extractor(config), detector)
         upstreams = upstreams or {tid: build_upstream(t.upstream) for tid, t in config.tenants.items()}
-        spool = ExchangeSpool(config.server.data_dir / "spool")
+        spool = ExchangeSpool(config.server.data_dir / "spool", TenantKeyring.from_config(config))
         auditor = Auditor(lambda tenant: store)  # type: ignore[arg-type]
         recaller = Recaller(store, embedder)
         services = cls(

@@ -5,6 +5,11 @@ must not be lost. It is appended, one JSON line per exchange and fsynced, to
 ``<data_dir>/spool/exchanges.jsonl``. A background task moves that file aside and queues its
 exchanges once the store answers again; a replay cut short is resumed from the moved file.
 A spooled exchange's job id derives from its spool record id, so replaying it twice queues it once.
+
+For a tenant with a master key the user, session and turns of a record are sealed (AES-GCM,
+``compliance/crypto.py``) under the tenant's spool key: what a user said is never on disk in
+clear, not even while the store is down. A record that no longer opens (the master key was
+changed meanwhile) is dropped with a warning.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from salience.background import cancel_task
+from salience.compliance.crypto import DecryptionError, TenantKeyring
 from salience.exchange import Turn, exchange_messages, extraction_job
 from salience.model import UserRef, stable_id, utcnow
 from salience.settings import TenantSettings
@@ -32,8 +38,9 @@ log = logging.getLogger("salience.spool")
 class ExchangeSpool:
     """An append-only file of exchanges; safe for several processes sharing one data dir."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, keyring: TenantKeyring | None = None) -> None:
         self.directory = directory
+        self.keyring = keyring or TenantKeyring({})
         self.path = directory / "exchanges.jsonl"
         self.replaying = directory / "exchanges.jsonl.replaying"
         self._lock_path = directory / "spool.lock"
@@ -49,14 +56,13 @@ class ExchangeSpool:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def append(self, user: UserRef, session: str | None, at: datetime, turns: list[Turn]) -> None:
-        record = {
-            "id": uuid.uuid4().hex,
-            "tenant": user.tenant,
-            "user": user.user,
-            "session": session,
-            "at": at.timestamp(),
-            "turns": [[t.index, t.role, t.content, t.name] for t in turns],
-        }
+        record: dict[str, Any] = {"id": uuid.uuid4().hex, "tenant": user.tenant, "at": at.timestamp()}
+        private = {"user": user.user, "session": session, "turns": [[t.index, t.role, t.content, t.name] for t in turns]}
+        key = self.keyring.spool_key(user.tenant)
+        if key is None:
+            record.update(private)
+        else:
+            record["sealed"] = self.keyring.seal(key, json.dumps(private, ensure_ascii=False), spool_context(record))
         line = json.dumps(record, ensure_ascii=False) + "\n"
         with self._locked(), open(self.path, "a", encoding="utf-8") as spool:
             spool.write(line)
@@ -76,13 +82,34 @@ class ExchangeSpool:
         records = []
         for line in self.replaying.read_text(encoding="utf-8").splitlines():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except ValueError:
                 continue  # a line torn by a crash mid-write: its exchange never got a reply out
+            opened = self._opened(record)
+            if opened is not None:
+                records.append(opened)
         return records
+
+    def _opened(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        if "sealed" not in record:
+            return record
+        key = self.keyring.spool_key(record["tenant"])
+        try:
+            if key is None:
+                raise DecryptionError("the tenant has no master key any more")
+            private = json.loads(self.keyring.open(key, record.pop("sealed"), spool_context(record)))
+        except DecryptionError:
+            log.warning("dropping a spooled exchange of tenant %s that no longer opens", record["tenant"])
+            return None
+        return {**record, **private}
 
     def replayed(self) -> None:
         self.replaying.unlink(missing_ok=True)
+
+
+def spool_context(record: dict[str, Any]) -> str:
+    """What a sealed record is bound to: moved to another tenant or record, it does not open."""
+    return f"spool:{record['tenant']}:{record['id']}"
 
 
 class SpoolReplayer:

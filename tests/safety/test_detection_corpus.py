@@ -26,7 +26,9 @@ HERE = Path(__file__).parent
 FINAL = "corpus_final_holdout.yaml"
 HOLDOUT5 = "corpus_holdout5.yaml"
 BLIND = "corpus_blind.yaml"  # written blind by someone else; see its header
-TUNING = sorted(p.name for p in HERE.glob("corpus_*.yaml") if p.name not in {FINAL, HOLDOUT5, BLIND})
+BLIND_2 = "corpus_blind_2.yaml"  # the same, later, larger; see its header
+HELD_OUT = {FINAL, HOLDOUT5, BLIND, BLIND_2}
+TUNING = sorted(p.name for p in HERE.glob("corpus_*.yaml") if p.name not in HELD_OUT)
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +123,8 @@ async def test_the_rules_alone_still_meet_the_bar_on_the_tuning_corpus():
         # the blind set (see its header): 94/130 = 0.723, FPR 3/110 = 0.027 when it was unseen;
         # 108/130 = 0.831, FPR 3/110 = 0.027 after training_3.yaml (a development check by then)
         (BLIND, 0.82, 0.04),
+        # the second blind set (see its header), measured once unseen: 107/160 = 0.669, FPR 6/160
+        (BLIND_2, 0.66, 0.045),
     ],
 )
 async def test_the_held_out_sets_do_not_regress(detector, held_out, min_recall, max_false_positive_rate):
@@ -134,7 +138,7 @@ def test_the_held_out_sets_are_not_in_the_training_data():
     trained = {e.text.lower() for e in examples()}
     # one stock idiom was written independently into both the blind set and training_2.yaml
     coincidence = {"this heat is murder, i'm melting"}
-    assert not trained & {m["text"].lower() for m in messages(FINAL, HOLDOUT5, BLIND)} - coincidence
+    assert not trained & {m["text"].lower() for m in messages(*HELD_OUT)} - coincidence
 
 
 async def test_refitting_reproduces_the_shipped_weights(embedder):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from salience.compliance.crypto import TenantKeyring
 from salience.exchange import Turn
 from salience.model import UserRef, utcnow
 from salience.settings import TenantSettings
@@ -42,3 +43,24 @@ async def test_a_replay_cut_short_resumes_and_queues_each_exchange_once(tmp_path
         assert await store.pending_extractions(USER) == 3
     finally:
         await store.close()
+
+
+async def test_a_tenant_with_a_master_key_never_has_a_spooled_word_on_disk_in_clear(tmp_path):
+    keyring = TenantKeyring({"demo": "a-master-key-of-at-least-thirty-two-chars"})
+    spool = ExchangeSpool(tmp_path / "spool", keyring)
+    spool_two(spool)
+    on_disk = spool.path.read_bytes()
+    assert b"Miso" not in on_disk and b"Monday" not in on_disk and b"lee" not in on_disk
+
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    await store.open()
+    try:
+        assert await SpoolReplayer(spool, store, {"demo": TenantSettings(id="demo")}).replay_once() == 2
+        assert await store.pending_extractions(USER) == 2
+    finally:
+        await store.close()
+
+    # a master key changed while exchanges were spooled: they cannot be read, and are dropped
+    spool_two(spool)
+    rotated = ExchangeSpool(tmp_path / "spool", TenantKeyring({"demo": "another-master-key-of-thirty-two-chars"}))
+    assert rotated.take() == []

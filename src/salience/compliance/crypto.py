@@ -10,7 +10,8 @@
 
 The store calls this for every text field (memory text and speaker, message content and name,
 queued jobs' messages, traces); embeddings are stored as they are (docs/compliance.md says
-what they reveal).
+what they reveal). The store-outage spool (``spool.py``) is sealed too, under a per-tenant key
+derived from the master key, since the users' data keys live in the store that is down.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ class DecryptionError(Exception):
     """A value could not be opened: wrong key, wrong owner, or tampered with."""
 
 
-def _wrapping_key(master_key: str, tenant: str) -> bytes:
-    return HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=b"salience master key", info=f"tenant:{tenant}".encode()
-    ).derive(master_key.encode())
+def _wrapping_key(master_key: str, tenant: str, purpose: str = "") -> bytes:
+    info = f"tenant:{tenant}" + (f":{purpose}" if purpose else "")
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"salience master key", info=info.encode()).derive(
+        master_key.encode()
+    )
 
 
 class TenantKeyring:
@@ -45,6 +47,8 @@ class TenantKeyring:
 
     def __init__(self, master_keys: dict[str, str]) -> None:
         self._wrapping = {tenant: AESGCM(_wrapping_key(key, tenant)) for tenant, key in master_keys.items()}
+        # a separate key per purpose: the spool's records never share a key with wrapped data keys
+        self._spool = {tenant: _wrapping_key(key, tenant, "spool") for tenant, key in master_keys.items()}
 
     @classmethod
     def from_config(cls, config: Config) -> "TenantKeyring":
@@ -65,6 +69,10 @@ class TenantKeyring:
             return self._wrapping[tenant].decrypt(body[:NONCE], body[NONCE:], tenant.encode())
         except Exception as exc:
             raise DecryptionError("the data key does not open with this tenant's master key") from exc
+
+    def spool_key(self, tenant: str) -> bytes | None:
+        """The tenant's key for spooled exchanges (None: the tenant is stored in clear)."""
+        return self._spool.get(tenant)
 
     def seal(self, key: bytes, plaintext: str, context: str) -> str:
         nonce = os.urandom(NONCE)

@@ -219,11 +219,12 @@ async def seed_store(db: Path, sizes: list[int]) -> dict[str, float]:
     return timings
 
 
-def salience_config(root: Path, upstream_url: str, extraction: bool) -> Path:
+def salience_config(root: Path, upstream_url: str, extraction: bool, embedder_runtime: str = "auto") -> Path:
     config = root / "config"
     (config / "tenants").mkdir(parents=True, exist_ok=True)
     (config / "salience.yaml").write_text(yaml.safe_dump({
         "data_dir": str(root / "data"), "log_level": "warning", "extraction": {"enabled": extraction},
+        "embedder": {"runtime": embedder_runtime},
     }))
     upstream = {"api_base": upstream_url, "model": MODEL, "api_key": "sk-upstream", "transport": "relay"}
     (config / "tenants" / "bench.yaml").write_text(yaml.safe_dump({"api_keys": [API_KEY], "upstream": upstream}))
@@ -414,7 +415,7 @@ async def run(args: argparse.Namespace) -> dict:
         servers = {}
         for label, root, extraction in (("on", on_root, True), ("off", off_root, False)):
             port = free_port()
-            config = salience_config(root, upstream_v1, extraction)
+            config = salience_config(root, upstream_v1, extraction, args.embedder_runtime)
             servers[label] = Service(f"salience (extraction {label})",
                                      [sys.executable, "-m", "salience", "serve", "--config", str(config), "--port", str(port)],
                                      port, "/healthz", work / f"salience-{label}.log", env)
@@ -508,7 +509,7 @@ def report(plan: Plan, args: argparse.Namespace, targets: list[Target], floor: T
     result = {
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "settings": {"upstream_delay_ms": args.delay * 1000, "stream_chunks": args.chunks,
-                     "quick": args.quick, **plan.__dict__},
+                     "quick": args.quick, "embedder_runtime": args.embedder_runtime, **plan.__dict__},
         "seeding_seconds": seeding,
         "systems": systems,
         "extraction": {"on_ms": on, "off_ms": off, "p50_ratio_on_over_off": round(on["p50"] / off["p50"], 3),
@@ -545,6 +546,7 @@ def markdown(result: dict) -> str:
         "",
         f"Machine: {machine['cores']} cores, Python {machine['python']}. Fake upstream: "
         f"{settings['upstream_delay_ms']:g} ms per completion, streams of {settings['stream_chunks']} chunks. "
+        f"salience's embedder runtime: {settings.get('embedder_runtime', 'auto')}. "
         f"{'Quick run. ' if settings['quick'] else ''}Every system measured in the same run, interleaved in "
         f"{settings['rounds']} rounds; added = the system's percentile minus the floor's.",
         "",
@@ -602,6 +604,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM's proxy (no venv needed)")
     parser.add_argument("--no-litellm-transport", action="store_true", help="skip salience's litellm transport row")
     parser.add_argument("--litellm-venv", type=Path, default=HERE / ".venv-litellm")
+    parser.add_argument("--embedder-runtime", default="auto", choices=["auto", "onnx", "onnx-int8", "torch"],
+                        help="salience's embedder.runtime (the seeded memories use the float model either way)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--keep", action="store_true", help="keep the working directory (logs, stores)")
     args = parser.parse_args(argv)

@@ -20,16 +20,16 @@ def second_opinion(upstream, **overrides):
 
 async def test_the_second_opinion_adds_what_the_rules_missed(make_proxy, upstream):
     upstream.content = json.dumps({"flags": [
-        {"category": "self_harm", "severity": "risk", "score": 0.82, "evidence": "a tally of my bad days"},
+        {"category": "self_harm", "severity": "risk", "score": 0.82, "evidence": "the pencil sharpener is in pieces"},
     ]})
     proxy = make_proxy(tenant=second_opinion(upstream))
     async with proxy.http() as http:
-        result = (await http.post("/v1/safety/classify", json={"text": "i keep a tally of my bad days"})).json()
+        result = (await http.post("/v1/safety/classify", json={"text": "the pencil sharpener is in pieces on my desk"})).json()
     assert result["flags"] == [{"category": "self_harm", "severity": "risk", "score": 0.82,
-                                "evidence": "a tally of my bad days"}]
+                                "evidence": "the pencil sharpener is in pieces"}]
     sent = upstream.requests[-1]
     assert sent["model"] == "fake-model" and sent["temperature"] == 0
-    assert json.loads(sent["messages"][1]["content"]) == "i keep a tally of my bad days"
+    assert json.loads(sent["messages"][1]["content"]) == "the pencil sharpener is in pieces on my desk"
 
 
 async def test_the_second_opinion_can_raise_but_never_clear_a_flag(make_proxy, upstream):

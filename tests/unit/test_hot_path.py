@@ -18,22 +18,29 @@ TEXTS = ["My sister Sarah was just diagnosed with breast cancer.", "I start my n
          "word " * 300, "Ünïcödé façade, 東京 🙂", "a"]
 
 
-def test_onnx_and_torch_runtimes_give_the_same_vectors(embedder: LocalMiniLMEmbedder):
-    """Stored embeddings stay valid whichever runtime computed them: no re-embedding."""
+def float_onnx() -> LocalMiniLMEmbedder:
+    embedder = LocalMiniLMEmbedder(runtime="onnx")
+    embedder.load()
+    return embedder
+
+
+def test_onnx_and_torch_runtimes_give_the_same_vectors():
+    """Stored embeddings stay valid whichever float runtime computed them: no re-embedding."""
     torch_embedder = LocalMiniLMEmbedder(runtime="torch")
     torch_embedder.load()
-    onnx = embedder.embed_sync(TEXTS)
+    float_embedder = float_onnx()
+    onnx = float_embedder.embed_sync(TEXTS)
     reference = torch_embedder.embed_sync(TEXTS)
-    assert embedder.runtime == "onnx"
+    assert float_embedder.runtime == "onnx"
     assert onnx.shape == reference.shape == (len(TEXTS), 384)
     assert float((onnx * reference).sum(axis=1).min()) > 0.999
 
 
 def test_the_int8_runtime_stays_close_to_the_float_vectors_and_ranks_alike(embedder: LocalMiniLMEmbedder):
-    """``onnx-int8`` vectors can sit beside stored float ones: close, and the same nearest memory."""
-    quantized = LocalMiniLMEmbedder(runtime="onnx-int8")
-    quantized.load()
-    assert quantized.runtime == "onnx-int8"
+    """The default, ``onnx-int8``, can sit beside vectors stored by the float runtime: close,
+    and the same nearest memory."""
+    quantized, embedder = embedder, float_onnx()
+    assert quantized.runtime == "onnx-int8"  # what "auto" picks when onnxruntime is installed
     memories = embedder.embed_sync(TEXTS[:2] + ["We had pancakes for breakfast.", "The bus was late again today."])
     questions = ["How is my sister doing?", "What is my new job?", "What did we eat in the morning?"]
     close = quantized.embed_sync(TEXTS)

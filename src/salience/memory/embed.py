@@ -41,7 +41,7 @@ class LocalMiniLMEmbedder:
 
     def __init__(self, batch_size: int = 64, runtime: str = "auto", query_cache: int = 4096) -> None:
         self.batch_size = batch_size
-        self.requested_runtime = runtime  # "auto" (onnx if installed), "onnx", "onnx-int8" or "torch"
+        self.requested_runtime = runtime  # "auto" (onnx-int8 if installed), "onnx", "onnx-int8" or "torch"
         self.runtime: str | None = None  # the one loaded
         self._model: Any = None
         self._lock = threading.Lock()
@@ -62,7 +62,7 @@ class LocalMiniLMEmbedder:
                 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
                 runtime = self.requested_runtime
                 if runtime == "auto":
-                    runtime = "onnx" if _onnxruntime_installed() else "torch"
+                    runtime = "onnx-int8" if _onnxruntime_installed() else "torch"
                 if runtime in ("onnx", "onnx-int8"):
                     from salience.memory.onnx_minilm import OnnxMiniLM
 

@@ -129,6 +129,7 @@ class OnnxMiniLM:
         path = onnx_path(source)
         if not path.exists():
             export_onnx(source, path)
+        self.quantized = quantized
         if quantized:
             float_path, path = path, quantized_path(source)
             if not path.exists():
@@ -151,6 +152,12 @@ class OnnxMiniLM:
         self._lock = threading.Lock()  # the tokenizer's padding state is shared
 
     def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        # Dynamic quantisation scales activations over the whole batch (padding included): a
+        # text's vector would depend on its batch-mates. One text per run keeps it a function of
+        # the text alone, and measured no slower (4.7-5.3 against 5.7 ms a text for 150 README
+        # lines batched by 64).
+        if self.quantized:
+            batch_size = 1
         # Like sentence-transformers: similar lengths batched together, so padding stays short.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         vectors = np.zeros((len(texts), 384), dtype=np.float32)

@@ -57,6 +57,7 @@ async def test_a_large_memory_set_is_served_while_it_is_rebuilt(tmp_path: Path):
         await store.commit_extraction(ExtractionJob(id="j1", user=user, session_id="s", messages=[]), memories(0, 5), [])
         cache = MemoryCache(store)
         cache.REBUILD_IN_BACKGROUND_FROM = 3  # "large" for this test
+        cache.CATCH_UP_LIMIT = 0  # every change too large to catch up with: a full build
         assert len((await cache.get(user)).items) == 5  # a first set is built before answering
 
         await store.commit_extraction(ExtractionJob(id="j2", user=user, session_id="s", messages=[]), memories(5, 1), [])
@@ -88,10 +89,14 @@ async def test_a_stale_set_never_injects_a_memory_erased_since(tmp_path: Path, e
         await store.commit_extraction(ExtractionJob(id="j1", user=user, session_id="s", messages=[]), items, [])
         recaller = Recaller(store, embedder)
         recaller.cache.REBUILD_IN_BACKGROUND_FROM = 3  # "large": served stale while rebuilt
+        recaller.cache.CATCH_UP_LIMIT = 0  # and no change small enough to catch up with
         settings = MemorySettings()
         query = "Where does my brother Tomasz live?"
         assert "mem_0" in (await recaller.recall(user, query, settings)).ids
         await store.erase_memory(user, "mem_0", utcnow())  # another replica; this cache is not told
+        await store.commit_extraction(ExtractionJob(id="j2", user=user, session_id="s", messages=[]), [
+            MemoryItem(id="mem_5", text="I play chess.", kind="fact", importance=0.5, speaker="user",
+                       created_at=start + timedelta(minutes=5), sources=["msg_5"], embedding=vectors[4])], [])
         after = await recaller.recall(user, query, settings)
         assert "mem_0" not in after.ids and "Gdansk" not in after.context
         assert "mem_2" in (await recaller.recall(user, "What does my dog Biscuit love?", settings)).ids

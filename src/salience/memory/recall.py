@@ -1,8 +1,8 @@
 """Recall: from the current turn to the memories worth injecting, within a token budget.
 
     candidates  the user's whole memory set, cached until the store's version for the user moves
-    relevance   dense similarity (the embedder) + lexical BM25 (bm25s), both in-process, so every
-                store behaves the same; memories about someone else than the person the turn
+    relevance   dense similarity (the embedder) + lexical BM25 (memory/lexical.py), both in-process,
+                so every store behaves the same; memories about someone else than the person the turn
                 names count for less
     salience    importance, decay and reinforcement (memory/salience.py), as of ``at``
     packing     best score first, near-duplicates skipped, counted exactly with tiktoken

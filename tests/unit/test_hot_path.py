@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from salience.memory.embed import LocalMiniLMEmbedder
+from salience.memory.person import PersonCache
 from salience.memory.recall import MemoryCache, Recaller
-from salience.model import ExtractionJob, MemoryItem, UserRef, utcnow
+from salience.model import ExtractionJob, MemoryItem, MessageSignal, UserRef, utcnow
 from salience.settings import MemorySettings
 from salience.store.base import open_store
 
@@ -102,4 +103,33 @@ async def test_a_stale_set_never_injects_a_memory_erased_since(tmp_path: Path, e
         assert "mem_2" in (await recaller.recall(user, "What does my dog Biscuit love?", settings)).ids
     finally:
         await asyncio.gather(*recaller.cache._rebuilding.values(), return_exceptions=True)
+        await store.close()
+
+
+async def test_a_slow_person_model_is_served_while_it_is_reloaded_and_erasure_drops_it(tmp_path: Path):
+    """The person model (entities, arc signals) grows with the conversation; reloading it on
+    every turn would cost every reply. A slow one is reloaded in the background; ``forget``
+    (erasure) drops it at once."""
+    store = open_store(f"sqlite:///{tmp_path / 'person.db'}")
+    await store.open()
+    user = UserRef("t", "u")
+    people = PersonCache(store)
+    people.RELOAD_IN_BACKGROUND_AFTER = 0.0  # every model counts as slow
+    try:
+        await store.save_message_signals(user, [MessageSignal("m1", "s1", utcnow(), 0.1, ["Sarah"])])
+        first = await people.get(user, await store.memory_version(user))  # a first model is loaded before answering
+        assert [s.message_id for s in first.signals] == ["m1"]
+
+        await store.save_message_signals(user, [MessageSignal("m2", "s1", utcnow(), -0.2, ["Tom"])])
+        assert await people.get(user, await store.memory_version(user)) is first  # as it was, while reloaded
+        await asyncio.gather(*people._reloading.values())
+        latest = await people.get(user, await store.memory_version(user))
+        assert [s.message_id for s in latest.signals] == ["m1", "m2"]
+
+        await store.save_message_signals(user, [MessageSignal("m3", "s1", utcnow(), 0.0, [])])
+        people.forget(user)
+        reloaded = await people.get(user, await store.memory_version(user))  # loaded again before answering
+        assert [s.message_id for s in reloaded.signals] == ["m1", "m2", "m3"]
+    finally:
+        await asyncio.gather(*people._reloading.values(), return_exceptions=True)
         await store.close()

@@ -226,3 +226,15 @@ async def test_a_set_caught_up_while_the_user_was_erased_is_not_kept(tmp_path: P
         assert cache._sets[USER] is memory_set
     finally:
         await store.close()
+
+
+async def test_concurrent_requests_share_one_catch_up(store):
+    rng = random.Random(8)
+    await store.commit_extraction(job("j1"), memories(0, 10, rng), [])
+    cache = MemoryCache(store)
+    await cache.get(USER)
+    await store.commit_extraction(job("j2"), memories(10, 2, rng), [])
+    results = await asyncio.gather(*(cache.get_checked(USER) for _ in range(5)))
+    assert len({id(memory_set) for memory_set, _ in results}) == 1  # one set, worked out once
+    assert all(current and len(memory_set.items) == 12 for memory_set, current in results)
+    assert not cache._catching_up

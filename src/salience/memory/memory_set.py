@@ -241,8 +241,9 @@ class MemoryCache:
     with what was written since its version (``Store.memory_changes``): for a user with 10k
     memories, a turn's few new and reinforced memories cost a few milliseconds (one store round
     trip, the new rows appended to the arrays, the BM25 weights recomputed), so this is done
-    before answering and the newest memories are recalled at once. Deleted memories show as a
-    count lower than the set expects; the set then asks which of its ids are gone.
+    before answering and the newest memories are recalled at once; a user's concurrent requests
+    share one catch-up. Deleted memories show as a count lower than the set expects; the set
+    then asks which of its ids are gone.
 
     A set is built from the store in full for a user's first request, and when a catch-up is
     not possible: more than ``CATCH_UP_LIMIT`` memories written since (an import), a change
@@ -267,6 +268,7 @@ class MemoryCache:
         self._rebuilding: dict[UserRef, asyncio.Task[None]] = {}
         self._next_rebuild: dict[UserRef, float] = {}  # monotonic time a user's next rebuild may start
         self._generation: dict[UserRef, int] = {}  # moved by ``forget``: a build begun before is discarded
+        self._catching_up: dict[tuple[UserRef, int], asyncio.Future[MemorySet | None]] = {}
 
     async def get(self, user: UserRef) -> MemorySet:
         return (await self.get_checked(user))[0]
@@ -279,7 +281,9 @@ class MemoryCache:
             return cached, True
         if cached is not None and version > cached.version:
             generation = self._generation.get(user, 0)
-            caught_up = await self._catch_up(user, cached)
+            caught_up = await self._shared_catch_up(user, cached)
+            if caught_up is not None and caught_up.version < version:  # joined one that read before this version
+                caught_up = await self._shared_catch_up(user, caught_up)
             if caught_up is not None and self._generation.get(user, 0) == generation:
                 self._keep(user, caught_up)
                 return caught_up, True
@@ -292,6 +296,17 @@ class MemoryCache:
                 self._rebuilding[user] = asyncio.create_task(self._rebuild(user, version))
             return cached, False
         return await self._build(user, version), True
+
+    async def _shared_catch_up(self, user: UserRef, cached: MemorySet) -> MemorySet | None:
+        """One catch-up from a given set at a time: the user's concurrent requests wait for the
+        same one rather than each doing the work."""
+        key = (user, cached.version)
+        running = self._catching_up.get(key)
+        if running is None or running.get_loop() is not asyncio.get_running_loop():
+            running = self._catching_up[key] = asyncio.ensure_future(self._catch_up(user, cached))
+            running.add_done_callback(lambda done: self._catching_up.pop(key, None))
+        # shielded: a request that goes away does not cancel the others' catch-up
+        return await asyncio.shield(running)
 
     async def _catch_up(self, user: UserRef, cached: MemorySet) -> MemorySet | None:
         """``cached`` brought up to date with what was written since its version; None when a

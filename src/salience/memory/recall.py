@@ -81,6 +81,11 @@ class Recaller:
         self.cache = MemoryCache(store)
         self.people = PersonCache(store)
 
+    def forget(self, user: UserRef) -> None:
+        """Erasure: drop everything this process holds of the user (memory set, person model)."""
+        self.cache.forget(user)
+        self.people.forget(user)
+
     async def recall(
         self,
         user: UserRef,

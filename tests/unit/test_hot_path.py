@@ -63,6 +63,7 @@ async def test_a_large_memory_set_is_served_while_it_is_rebuilt(tmp_path: Path):
 
         await store.commit_extraction(ExtractionJob(id="j2", user=user, session_id="s", messages=[]), memories(5, 1), [])
         assert len((await cache.get(user)).items) == 5  # the set as it was, while it is rebuilt
+        assert cache._no_catch_up[user] == (await cache.get(user)).version  # and no catch-up tried again
         await asyncio.gather(*cache._rebuilding.values())
         assert len((await cache.get(user)).items) == 6
 
@@ -106,15 +107,15 @@ async def test_a_stale_set_never_injects_a_memory_erased_since(tmp_path: Path, e
         await store.close()
 
 
-async def test_a_slow_person_model_is_served_while_it_is_reloaded_and_erasure_drops_it(tmp_path: Path):
+async def test_a_large_person_model_is_served_while_it_is_reloaded_and_erasure_drops_it(tmp_path: Path):
     """The person model (entities, arc signals) grows with the conversation; reloading it on
-    every turn would cost every reply. A slow one is reloaded in the background; ``forget``
+    every turn would cost every reply. A large one is reloaded in the background; ``forget``
     (erasure) drops it at once."""
     store = open_store(f"sqlite:///{tmp_path / 'person.db'}")
     await store.open()
     user = UserRef("t", "u")
     people = PersonCache(store)
-    people.RELOAD_IN_BACKGROUND_AFTER = 0.0  # every model counts as slow
+    people.RELOAD_IN_BACKGROUND_FROM = 1  # "large" for this test
     try:
         await store.save_message_signals(user, [MessageSignal("m1", "s1", utcnow(), 0.1, ["Sarah"])])
         first = await people.get(user, await store.memory_version(user))  # a first model is loaded before answering

@@ -165,10 +165,13 @@ class MemorySet:
             new._groups, new._sessions = dict(self._groups), dict(self._sessions)
             new._group(joining, self.message_group, self.session_codes, self.session_ids)
         # what was worked out for unchanged memories still holds, at their new positions
-        moved = np.full(count, -1, dtype=np.int64)
-        moved[kept] = np.arange(len(kept))
-        new._line_tokens = {int(moved[i]): n for i, n in self._line_tokens.items() if moved[i] >= 0}
-        new._day_labels = {int(moved[i]): label for i, label in self._day_labels.items() if moved[i] >= 0}
+        if removed:
+            moved = np.full(count, -1, dtype=np.int64)
+            moved[kept] = np.arange(len(kept))
+            new._line_tokens = {int(moved[i]): n for i, n in self._line_tokens.items() if moved[i] >= 0}
+            new._day_labels = {int(moved[i]): label for i, label in self._day_labels.items() if moved[i] >= 0}
+        else:
+            new._line_tokens, new._day_labels = dict(self._line_tokens), dict(self._day_labels)
         new._about = {
             name: np.concatenate([mask[kept], np.array([m.speaker == name or name in m.text for m in joining], dtype=bool)])
             for name, mask in self._about.items()
@@ -269,6 +272,7 @@ class MemoryCache:
         self._next_rebuild: dict[UserRef, float] = {}  # monotonic time a user's next rebuild may start
         self._generation: dict[UserRef, int] = {}  # moved by ``forget``: a build begun before is discarded
         self._catching_up: dict[tuple[UserRef, int], asyncio.Future[MemorySet | None]] = {}
+        self._no_catch_up: dict[UserRef, int] = {}  # the version of a set no catch-up could start from
 
     async def get(self, user: UserRef) -> MemorySet:
         return (await self.get_checked(user))[0]
@@ -279,7 +283,7 @@ class MemoryCache:
         cached = self._sets.get(user)
         if cached is not None and cached.version == version:
             return cached, True
-        if cached is not None and version > cached.version:
+        if cached is not None and version > cached.version and self._no_catch_up.get(user) != cached.version:
             generation = self._generation.get(user, 0)
             caught_up = await self._shared_catch_up(user, cached)
             if caught_up is not None and caught_up.version < version:  # joined one that read before this version
@@ -287,6 +291,10 @@ class MemoryCache:
             if caught_up is not None and self._generation.get(user, 0) == generation:
                 self._keep(user, caught_up)
                 return caught_up, True
+            if caught_up is None:  # not from this set: it is rebuilt, and not asked again meanwhile
+                self._no_catch_up[user] = cached.version
+                if len(self._no_catch_up) > self.max_users:
+                    self._no_catch_up.pop(next(iter(self._no_catch_up)))
             cached = self._sets.get(user)  # dropped meanwhile by ``forget``: nothing erased is served
         if cached is not None and len(cached.items) >= self.REBUILD_IN_BACKGROUND_FROM:
             running = self._rebuilding.get(user)

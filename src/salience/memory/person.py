@@ -89,20 +89,22 @@ class PersonCache:
     The model is loaded whole: every entity and every message signal the user has (one signal
     per user message, so it grows with the conversation: ~6 ms for 1,000 signals, ~19 ms for
     3,000). The version moves after nearly every turn, and the memory set now follows it at
-    once (``memory_set.py``), so a model whose load took ``RELOAD_IN_BACKGROUND_AFTER`` or more
-    is served as it was while one background task per user reloads it, at most one every
-    ``RELOAD_SPACING`` times as long as the last load took: the arc and the entities may lag a
-    turn or two behind, never the reply. Erasure drops the user's model at once (``forget``).
+    once (``memory_set.py``), so a model of ``RELOAD_IN_BACKGROUND_FROM`` signals and entities
+    or more is served as it was while one background task per user reloads it, at most one
+    every ``RELOAD_SPACING`` times as long as the last load took: the arc and the entities may
+    lag a turn or two behind, never the reply. Smaller ones are reloaded before answering.
+    Erasure drops the user's model at once (``forget``).
     """
 
-    RELOAD_IN_BACKGROUND_AFTER = 0.005  # seconds the last load took
+    # signals and entities (~1.5 ms to load): the reload is spaced by ten load durations, so a
+    # model in the background is current again a request or two later
+    RELOAD_IN_BACKGROUND_FROM = 200
     RELOAD_SPACING = 10.0
 
     def __init__(self, store: Store, max_users: int = 10_000) -> None:
         self.store = store
         self.max_users = max_users
         self._models: dict[UserRef, PersonModel] = {}
-        self._load_seconds: dict[UserRef, float] = {}
         self._reloading: dict[UserRef, asyncio.Task[None]] = {}
         self._next_reload: dict[UserRef, float] = {}  # monotonic time a user's next background reload may start
         self._generation: dict[UserRef, int] = {}  # moved by ``forget``: a load begun before is discarded
@@ -111,7 +113,7 @@ class PersonCache:
         cached = self._models.get(user)
         if cached is not None and cached.version == version:
             return cached
-        if cached is not None and self._load_seconds.get(user, 0.0) >= self.RELOAD_IN_BACKGROUND_AFTER:
+        if cached is not None and len(cached.signals) + len(cached.entities) >= self.RELOAD_IN_BACKGROUND_FROM:
             running = self._reloading.get(user)
             # a task left on another (closed) event loop will never finish: start afresh
             idle = running is None or running.done() or running.get_loop() is not asyncio.get_running_loop()
@@ -122,16 +124,12 @@ class PersonCache:
 
     async def _load(self, user: UserRef, version: int) -> PersonModel:
         generation = self._generation.get(user, 0)
-        started = time.monotonic()
         model = PersonModel(version, await self.store.load_entities(user), await self.store.load_message_signals(user))
         if self._generation.get(user, 0) != generation:  # erased meanwhile: load again
             return await self._load(user, version)
         if user not in self._models and len(self._models) >= self.max_users:
-            dropped = next(iter(self._models))
-            self._models.pop(dropped)
-            self._load_seconds.pop(dropped, None)
+            self._models.pop(next(iter(self._models)))
         self._models[user] = model
-        self._load_seconds[user] = time.monotonic() - started
         return model
 
     async def _reload(self, user: UserRef, version: int) -> None:
@@ -150,7 +148,6 @@ class PersonCache:
     def forget(self, user: UserRef) -> None:
         """Drop the user's model now (erasure): nothing of an erased memory or message is served."""
         self._models.pop(user, None)
-        self._load_seconds.pop(user, None)
         self._generation[user] = self._generation.get(user, 0) + 1
         running = self._reloading.pop(user, None)
         if running is not None and not running.done():

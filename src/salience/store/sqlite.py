@@ -292,12 +292,15 @@ class SQLiteStore:
             try:
                 row = conn.execute("SELECT version FROM user_versions WHERE tenant=? AND user_id=?", args).fetchone()
                 count = conn.execute("SELECT count(*) FROM memories WHERE tenant=? AND user_id=?", args).fetchone()[0]
-                rows = conn.execute(
-                    "SELECT * FROM memories WHERE tenant=? AND user_id=? AND version > ? ORDER BY rowid LIMIT ?",
-                    (*args, since, limit + 1),
-                ).fetchall()
+                written = conn.execute(  # the index alone: too many are not read
+                    "SELECT count(*) FROM memories WHERE tenant=? AND user_id=? AND version > ?", (*args, since)
+                ).fetchone()[0]
                 changed = None
-                if len(rows) <= limit:
+                if written <= limit:
+                    rows = conn.execute(
+                        "SELECT * FROM memories WHERE tenant=? AND user_id=? AND version > ? ORDER BY rowid",
+                        (*args, since),
+                    ).fetchall()
                     changed = [self._row_to_memory(conn, user, r, with_embedding=True) for r in rows]
             finally:
                 conn.execute("COMMIT")

@@ -77,6 +77,18 @@ class MemoryItem:
 
 
 @dataclass
+class MemoryChanges:
+    """What a user's memories became since a version a cache holds (``Store.memory_changes``).
+
+    Deleted memories are not named: ``count`` tells whether any went, ``existing_memory_ids``
+    which ones."""
+
+    version: int  # the user's memory version these are as of
+    count: int  # how many memories the user has, pinned ones included
+    changed: list[MemoryItem] | None  # written (added, reinforced, replaced) since, store order; None: too many
+
+
+@dataclass
 class Session:
     id: str
     started_at: datetime

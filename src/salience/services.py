@@ -127,7 +127,7 @@ class Services:
             escalations=EscalationSender(store, config.tenants, config.server.webhooks),
             auditor=auditor,
             retention=RetentionSweeper(
-                lambda tenant: store, config.tenants, auditor, recaller.cache.forget, config.server.retention_poll_seconds
+                lambda tenant: store, config.tenants, auditor, recaller.forget, config.server.retention_poll_seconds
             ),
         )
         services.wire_audit()

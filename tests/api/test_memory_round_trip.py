@@ -192,3 +192,23 @@ async def test_a_new_session_begins_after_the_inactivity_gap(make_proxy, upstrea
         assert await session_of() == first
         await asyncio.sleep(1.6)
         assert await session_of() != first
+
+
+async def test_a_memory_extracted_after_the_set_was_cached_is_recalled_on_the_next_turn(make_proxy, upstream):
+    """A large set used to be served as it was while it was rebuilt in the background, so the
+    newest turn's memory reached recall only a turn or more later; now the cached set catches
+    up with what was written before answering."""
+    proxy = make_proxy(upstream)
+    proxy.services.recaller.cache.REBUILD_IN_BACKGROUND_FROM = 1  # every set counts as large
+    async with proxy.client() as client, proxy.http() as http:
+        await say(client, "mia", "s1", "My brother Tom is getting married in June.")
+        await wait_for_memories(http, "mia", at_least=1)
+        await say(client, "mia", "s1", "What should I say at my brother's wedding?")  # the set is cached
+        assert "Tom is getting married" in memory_block(upstream.last_messages())
+
+        await say(client, "mia", "s1", "I lost my job at the bakery last week.")
+        memories = await wait_for_memories(http, "mia", at_least=2)
+        bakery = next(m for m in memories if "bakery" in m["text"])
+        raw = await say(client, "mia", "s1", "How will I find work after the bakery?")
+    assert "I lost my job at the bakery" in memory_block(upstream.last_messages())
+    assert bakery["id"] in raw.headers["x-salience-memories"].split(",")

@@ -243,3 +243,11 @@ async def test_receipts_name_the_same_kinds_on_every_backend(backend):
                                        "safety_records", "data_keys", "outbox_events", "entities", "entity_links",
                                        "message_signals"}
     assert everything.removed["memories"] == 2 and everything.removed["embeddings"] == 2
+
+
+async def test_memory_changes_read_encrypted_text_back(backend):
+    store, _ = backend
+    await remember(store, ALICE)
+    changes = await store.memory_changes(ALICE, 0, limit=10)
+    assert [m.text for m in changes.changed][0] == SECRET
+    assert changes.count == 3

@@ -298,3 +298,63 @@ async def test_message_signals_are_keyed_by_message_and_read_oldest_first(store)
         ("msg-1", "s1", 0.4, ["work"], False), ("msg-2", "s2", -0.5, ["health"], True),
     ]
     assert await store.load_message_signals(ALICE_ELSEWHERE) == []
+
+
+# -- memory_changes: what a cache holding an older version reads to catch up --------------------
+
+
+async def test_memory_changes_name_the_memories_written_since_a_version(store):
+    await store.commit_extraction(job("j1"), [memory("m1", "My sister is Sarah."), memory("m2", "I like tea.")], [])
+    held = await store.memory_version(ALICE)
+    reinforced = memory("m1", "My sister is Sarah.", mention_count=2)
+    reinforced.sources = ["msg_m1", "m-j2"]
+    await store.commit_extraction(job("j2"), [memory("m3", "I moved to Lyon.")], [reinforced])
+
+    changes = await store.memory_changes(ALICE, held, limit=100)
+    assert changes.version == await store.memory_version(ALICE) > held
+    assert changes.count == 3
+    assert [m.id for m in changes.changed] == ["m1", "m3"]  # load order, the untouched m2 left out
+    assert changes.changed[0].mention_count == 2 and changes.changed[0].sources == ["msg_m1", "m-j2"]
+    assert changes.changed[1].text == "I moved to Lyon."
+    np.testing.assert_allclose(changes.changed[1].embedding, np.ones(4) / 2)
+
+    current = await store.memory_changes(ALICE, changes.version, limit=100)
+    assert (current.version, current.count, current.changed) == (changes.version, 3, [])
+
+
+async def test_memory_changes_count_tells_a_deletion_and_a_large_change_is_not_listed(store):
+    await store.commit_extraction(job("j1"), [memory("m1", "a"), memory("m2", "b"), memory("m3", "c")], [])
+    held = await store.memory_version(ALICE)
+    await store.delete_memory(ALICE, "m2")
+    changes = await store.memory_changes(ALICE, held, limit=100)
+    assert changes.version > held and changes.count == 2 and changes.changed == []
+
+    everything = await store.memory_changes(ALICE, 0, limit=1)
+    assert everything.changed is None and everything.count == 2  # more than the limit: load in full
+    assert [m.id for m in (await store.memory_changes(ALICE, 0, limit=2)).changed or []] == ["m1", "m3"]
+
+
+async def test_memory_changes_include_replaced_pinned_memories(store):
+    now = utcnow()
+    record = SafetyRecord(first_flagged_at=now, last_flagged_at=now)
+    pinned = memory("safe1", "self-harm; latest severity: risk", pinned=True)
+    await store.save_safety_update(ALICE, record, [pinned], [], now)
+    await store.commit_extraction(job("j1"), [memory("m1", "a")], [])
+    held = await store.memory_version(ALICE)
+    pinned.mention_count = 2
+    await store.save_safety_update(ALICE, record, [pinned], [], now)
+    changes = await store.memory_changes(ALICE, held, limit=100)
+    assert [(m.id, m.pinned, m.mention_count) for m in changes.changed] == [("safe1", True, 2)]
+    assert changes.count == 2
+
+
+async def test_memory_changes_are_per_tenant_and_user(store):
+    bob = UserRef("tenant-a", "bob")
+    await store.commit_extraction(job("j1"), [memory("m1", "a")], [])
+    await store.commit_extraction(job("j2", user=ALICE_ELSEWHERE), [memory("m9", "z")], [])
+    for other in (ALICE_ELSEWHERE, bob):
+        assert [m.id for m in (await store.memory_changes(other, 0, limit=10)).changed] == (["m9"] if other == ALICE_ELSEWHERE else [])
+    nobody = await store.memory_changes(bob, 0, limit=10)
+    assert (nobody.version, nobody.count, nobody.changed) == (0, 0, [])
+    mine = await store.memory_changes(ALICE, 0, limit=10)
+    assert [m.id for m in mine.changed] == ["m1"] and mine.count == 1

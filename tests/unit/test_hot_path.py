@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from salience.memory.embed import LocalMiniLMEmbedder
+from salience.memory.person import PersonCache
 from salience.memory.recall import MemoryCache, Recaller
-from salience.model import ExtractionJob, MemoryItem, UserRef, utcnow
+from salience.model import ExtractionJob, MemoryItem, MessageSignal, UserRef, utcnow
 from salience.settings import MemorySettings
 from salience.store.base import open_store
 
@@ -77,10 +78,12 @@ async def test_a_large_memory_set_is_served_while_it_is_rebuilt(tmp_path: Path):
         await store.commit_extraction(ExtractionJob(id="j1", user=user, session_id="s", messages=[]), memories(0, 5), [])
         cache = MemoryCache(store)
         cache.REBUILD_IN_BACKGROUND_FROM = 3  # "large" for this test
+        cache.CATCH_UP_LIMIT = 0  # every change too large to catch up with: a full build
         assert len((await cache.get(user)).items) == 5  # a first set is built before answering
 
         await store.commit_extraction(ExtractionJob(id="j2", user=user, session_id="s", messages=[]), memories(5, 1), [])
         assert len((await cache.get(user)).items) == 5  # the set as it was, while it is rebuilt
+        assert cache._no_catch_up[user] == (await cache.get(user)).version  # and no catch-up tried again
         await asyncio.gather(*cache._rebuilding.values())
         assert len((await cache.get(user)).items) == 6
 
@@ -108,13 +111,46 @@ async def test_a_stale_set_never_injects_a_memory_erased_since(tmp_path: Path, e
         await store.commit_extraction(ExtractionJob(id="j1", user=user, session_id="s", messages=[]), items, [])
         recaller = Recaller(store, embedder)
         recaller.cache.REBUILD_IN_BACKGROUND_FROM = 3  # "large": served stale while rebuilt
+        recaller.cache.CATCH_UP_LIMIT = 0  # and no change small enough to catch up with
         settings = MemorySettings()
         query = "Where does my brother Tomasz live?"
         assert "mem_0" in (await recaller.recall(user, query, settings)).ids
         await store.erase_memory(user, "mem_0", utcnow())  # another replica; this cache is not told
+        await store.commit_extraction(ExtractionJob(id="j2", user=user, session_id="s", messages=[]), [
+            MemoryItem(id="mem_5", text="I play chess.", kind="fact", importance=0.5, speaker="user",
+                       created_at=start + timedelta(minutes=5), sources=["msg_5"], embedding=vectors[4])], [])
         after = await recaller.recall(user, query, settings)
         assert "mem_0" not in after.ids and "Gdansk" not in after.context
         assert "mem_2" in (await recaller.recall(user, "What does my dog Biscuit love?", settings)).ids
     finally:
         await asyncio.gather(*recaller.cache._rebuilding.values(), return_exceptions=True)
+        await store.close()
+
+
+async def test_a_large_person_model_is_served_while_it_is_reloaded_and_erasure_drops_it(tmp_path: Path):
+    """The person model (entities, arc signals) grows with the conversation; reloading it on
+    every turn would cost every reply. A large one is reloaded in the background; ``forget``
+    (erasure) drops it at once."""
+    store = open_store(f"sqlite:///{tmp_path / 'person.db'}")
+    await store.open()
+    user = UserRef("t", "u")
+    people = PersonCache(store)
+    people.RELOAD_IN_BACKGROUND_FROM = 1  # "large" for this test
+    try:
+        await store.save_message_signals(user, [MessageSignal("m1", "s1", utcnow(), 0.1, ["Sarah"])])
+        first = await people.get(user, await store.memory_version(user))  # a first model is loaded before answering
+        assert [s.message_id for s in first.signals] == ["m1"]
+
+        await store.save_message_signals(user, [MessageSignal("m2", "s1", utcnow(), -0.2, ["Tom"])])
+        assert await people.get(user, await store.memory_version(user)) is first  # as it was, while reloaded
+        await asyncio.gather(*people._reloading.values())
+        latest = await people.get(user, await store.memory_version(user))
+        assert [s.message_id for s in latest.signals] == ["m1", "m2"]
+
+        await store.save_message_signals(user, [MessageSignal("m3", "s1", utcnow(), 0.0, [])])
+        people.forget(user)
+        reloaded = await people.get(user, await store.memory_version(user))  # loaded again before answering
+        assert [s.message_id for s in reloaded.signals] == ["m1", "m2", "m3"]
+    finally:
+        await asyncio.gather(*people._reloading.values(), return_exceptions=True)
         await store.close()

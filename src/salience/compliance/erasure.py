@@ -20,14 +20,14 @@ async def erase_memory(
     receipt = await services.store_for(user.tenant).erase_memory(user, memory_id, utcnow())
     if receipt is None:
         return None
-    services.recaller.cache.forget(user)
+    services.recaller.forget(user)
     await services.auditor.record(user.tenant, user.user, action, [memory_id], request_id)
     return receipt
 
 
 async def erase_user(services: Services, user: UserRef, request_id: str | None = None) -> ErasureReceipt:
     receipt = await services.store_for(user.tenant).erase_user(user, utcnow())
-    services.recaller.cache.forget(user)
+    services.recaller.forget(user)
     await services.auditor.record(user.tenant, user.user, "user.erase", [], request_id)
     return receipt
 

@@ -1,8 +1,8 @@
 """Recall: from the current turn to the memories worth injecting, within a token budget.
 
     candidates  the user's whole memory set, cached until the store's version for the user moves
-    relevance   dense similarity (the embedder) + lexical BM25 (bm25s), both in-process, so every
-                store behaves the same; memories about someone else than the person the turn
+    relevance   dense similarity (the embedder) + lexical BM25 (memory/lexical.py), both in-process,
+                so every store behaves the same; memories about someone else than the person the turn
                 names count for less
     salience    importance, decay and reinforcement (memory/salience.py), as of ``at``
     packing     best score first, near-duplicates skipped, counted exactly with tiktoken
@@ -82,6 +82,11 @@ class Recaller:
         self.embedder = embedder if isinstance(embedder, SharedEmbeddings) else SharedEmbeddings(embedder)
         self.cache = MemoryCache(store)
         self.people = PersonCache(store)
+
+    def forget(self, user: UserRef) -> None:
+        """Erasure: drop everything this process holds of the user (memory set, person model)."""
+        self.cache.forget(user)
+        self.people.forget(user)
 
     async def recall(
         self,

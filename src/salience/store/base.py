@@ -19,6 +19,7 @@ from salience.model import (
     Entity,
     ErasureReceipt,
     ExtractionJob,
+    MemoryChanges,
     MemoryItem,
     Message,
     MessageSignal,
@@ -100,6 +101,14 @@ class Store(Protocol):
 
     async def memory_version(self, user: UserRef) -> int:
         """A number that changes whenever the user's memories change (for caches)."""
+
+    async def memory_changes(self, user: UserRef, since: int, limit: int) -> MemoryChanges:
+        """Every memory written (added, reinforced, replaced) after the user's version was
+        ``since``, with its embedding, in ``load_memories`` order; the version and the count of
+        memories they are as of, read together with them. ``changed`` is None when more than
+        ``limit`` were written: loading them all costs less then. A cache holding the set of
+        version ``since`` brings it up to date with these, and a count lower than it expects
+        says some of its memories were deleted."""
 
     async def delete_memory(self, user: UserRef, memory_id: str) -> bool:
         """Delete one memory and bump the user's version; False when there was none. Its

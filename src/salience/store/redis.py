@@ -6,6 +6,8 @@ Key layout (``docs/scaling.md`` has the measured sizes):
     salience:{t:u}:msgs            hash   message id -> JSON
     salience:{t:u}:mem:<id>        hash   one memory; ``emb`` holds float32 bytes
     salience:{t:u}:mems            zset   memory id -> insertion order
+    salience:{t:u}:written         zset   memory id -> the version its last write made (caches
+                                          read only what was written since the one they hold)
     salience:{t:u}:meta            hash   version (bumped on every memory change), seq
     salience:{t:u}:done:<job>      string a committed job (expires): commits apply once
     salience:{t:u}:safety          hash   record (SafetyRecord JSON), updated_at
@@ -61,6 +63,7 @@ from salience.model import (
     Entity,
     ErasureReceipt,
     ExtractionJob,
+    MemoryChanges,
     MemoryItem,
     Message,
     MessageSignal,
@@ -179,6 +182,7 @@ class RedisStore:
         self._finish = self._redis.register_script(scripts.FINISH)
         self._retry = self._redis.register_script(scripts.RETRY)
         self._delete_memory = self._redis.register_script(scripts.DELETE_MEMORY)
+        self._memory_changes = self._redis.register_script(scripts.MEMORY_CHANGES)
         self._save_safety = self._redis.register_script(scripts.SAVE_SAFETY)
         self._unlink_memory = self._redis.register_script(scripts.UNLINK_MEMORY)
         self._bump_version = self._redis.register_script(scripts.BUMP_VERSION)
@@ -316,10 +320,28 @@ class RedisStore:
         return int(version) if version else 0
 
     @_unavailable_on_connection_errors
+    async def memory_changes(self, user: UserRef, since: int, limit: int) -> MemoryChanges:
+        prefix = user_prefix(user)
+        version, count, rows = await self._memory_changes(
+            keys=[f"{prefix}:meta", f"{prefix}:mems", f"{prefix}:written"], args=[since, limit, f"{prefix}:mem:"]
+        )
+        if rows == -1:
+            return MemoryChanges(int(version), int(count), None)
+        data_key = await self._key(user, create=False) if rows else None
+        rows = sorted(rows, key=lambda row: float(row[1]))  # load order: the ``mems`` score
+        changed = [
+            self._unseal_memory(
+                data_key, user, _memory_from_hash(memory_id.decode(), dict(zip(fields[::2], fields[1::2])), True)
+            )
+            for memory_id, _, fields in rows
+        ]
+        return MemoryChanges(int(version), int(count), changed)
+
+    @_unavailable_on_connection_errors
     async def delete_memory(self, user: UserRef, memory_id: str) -> bool:
         prefix = user_prefix(user)
         deleted = await self._delete_memory(
-            keys=[f"{prefix}:mem:{memory_id}", f"{prefix}:mems", f"{prefix}:meta"], args=[memory_id]
+            keys=[f"{prefix}:mem:{memory_id}", f"{prefix}:mems", f"{prefix}:meta", f"{prefix}:written"], args=[memory_id]
         )
         if deleted == 1:
             await self.unlink_memory(user, memory_id)
@@ -430,7 +452,8 @@ class RedisStore:
             fields = _memory_fields(self._seal_memory(data_key, user, item))
             args += [item.id, len(fields), *fields]
         await self._save_safety(
-            keys=[f"{prefix}:safety", f"{prefix}:mems", f"{prefix}:meta", *(f"{prefix}:mem:{m.id}" for m in pinned)],
+            keys=[f"{prefix}:safety", f"{prefix}:mems", f"{prefix}:meta", f"{prefix}:written",
+                  *(f"{prefix}:mem:{m.id}" for m in pinned)],
             args=args,
         )
 
@@ -546,11 +569,11 @@ class RedisStore:
         args.append(len(reinforced))
         for item in reinforced:
             fields = _reinforcement_fields(item)
-            args += [len(fields), *fields]
+            args += [item.id, len(fields), *fields]
         # 1. the user's side, atomically: memories, messages, version, "this job is done"
         await self._commit(
             keys=[
-                f"{prefix}:done:{job.id}", f"{prefix}:msgs", f"{prefix}:mems", f"{prefix}:meta",
+                f"{prefix}:done:{job.id}", f"{prefix}:msgs", f"{prefix}:mems", f"{prefix}:meta", f"{prefix}:written",
                 *(f"{prefix}:mem:{item.id}" for item in [*added, *reinforced]),
             ],
             args=args,
@@ -689,7 +712,7 @@ class RedisStore:
             if {m["id"] for m in messages} & set(sources):
                 holding.append(job_id)
         deleted, had_embedding, messages_removed = await self._erase_memory(
-            keys=[f"{prefix}:mem:{memory_id}", f"{prefix}:mems", f"{prefix}:meta", f"{prefix}:msgs"],
+            keys=[f"{prefix}:mem:{memory_id}", f"{prefix}:mems", f"{prefix}:meta", f"{prefix}:msgs", f"{prefix}:written"],
             args=[memory_id, *sources],
         )
         if not deleted:

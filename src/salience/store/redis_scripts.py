@@ -20,13 +20,10 @@ redis.call('ZADD', KEYS[1], 'GT', now, sid)
 return sid
 """
 
-# KEYS: done marker, messages hash, memory order zset, meta hash, then one key per added
-# memory and one per reinforced memory.
-# ARGV: done ttl, (unused), #messages, id/json pairs..., #added, per added: id, #field-values,
-# field-values..., #reinforced, per reinforced: #field-values, field-values...
 _BUMP_VERSION = """
 -- A user's first version is the server clock in microseconds, later ones count up: a user
 -- erased and seen again never repeats a version an in-process recall cache may still hold.
+-- Returns the new version (the stamp of the memories written with it).
 local function bump_version(meta)
   if redis.call('HEXISTS', meta, 'version') == 0 then
     local t = redis.call('TIME')
@@ -34,9 +31,19 @@ local function bump_version(meta)
   else
     redis.call('HINCRBY', meta, 'version', 1)
   end
+  return redis.call('HGET', meta, 'version')
+end
+-- The memories a write changed, stamped with its version in the ``written`` zset, so a cache
+-- holding an older version reads only these (MEMORY_CHANGES).
+local function stamp(written, version, ids)
+  for _, id in ipairs(ids) do redis.call('ZADD', written, version, id) end
 end
 """
 
+# KEYS: done marker, messages hash, memory order zset, meta hash, written zset, then one key per
+# added memory and one per reinforced memory.
+# ARGV: done ttl, (unused), #messages, id/json pairs..., #added, per added: id, #field-values,
+# field-values..., #reinforced, per reinforced: id, #field-values, field-values...
 COMMIT_EXTRACTION = _BUMP_VERSION + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local i = 3
@@ -44,8 +51,9 @@ local m = tonumber(ARGV[i]); i = i + 1
 for _ = 1, m do
   redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]); i = i + 2
 end
-local k = 5
+local k = 6
 local changed = false
+local written = {}
 local a = tonumber(ARGV[i]); i = i + 1
 for _ = 1, a do
   local id = ARGV[i]
@@ -53,22 +61,42 @@ for _ = 1, a do
   if redis.call('EXISTS', KEYS[k]) == 0 then
     redis.call('HSET', KEYS[k], unpack(ARGV, i + 2, i + 1 + n))
     redis.call('ZADD', KEYS[3], redis.call('HINCRBY', KEYS[4], 'seq', 1), id)
+    table.insert(written, id)
   end
   changed = true
   k = k + 1; i = i + 2 + n
 end
 local r = tonumber(ARGV[i]); i = i + 1
 for _ = 1, r do
-  local n = tonumber(ARGV[i])
+  local id = ARGV[i]
+  local n = tonumber(ARGV[i + 1])
   if redis.call('EXISTS', KEYS[k]) == 1 then
-    redis.call('HSET', KEYS[k], unpack(ARGV, i + 1, i + n))
+    redis.call('HSET', KEYS[k], unpack(ARGV, i + 2, i + 1 + n))
+    table.insert(written, id)
   end
   changed = true
-  k = k + 1; i = i + 1 + n
+  k = k + 1; i = i + 2 + n
 end
-if changed then bump_version(KEYS[4]) end
+if changed then stamp(KEYS[5], bump_version(KEYS[4]), written) end
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
 return 1
+"""
+
+# KEYS: meta hash, memory order zset, written zset. ARGV: since, limit, memory key prefix.
+# Returns {version, count, changed}: changed is -1 when more than ``limit`` memories were written
+# after version ``since``, else one {id, order, field-values} per memory. The memory hashes are
+# derived from the ids, under the same tag.
+MEMORY_CHANGES = """
+local version = redis.call('HGET', KEYS[1], 'version') or '0'
+local count = redis.call('ZCARD', KEYS[2])
+local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]) + 1)
+if #ids > tonumber(ARGV[2]) then return {version, count, -1} end
+local changed = {}
+for _, id in ipairs(ids) do
+  local order = redis.call('ZSCORE', KEYS[2], id)
+  if order then table.insert(changed, {id, order, redis.call('HGETALL', ARGV[3] .. id)}) end
+end
+return {version, count, changed}
 """
 
 # Shared by the queue scripts: the pending counter of a job's user, and of everyone ('*').
@@ -174,9 +202,10 @@ return 1
 
 # -- memories and safety: per-user scripts ---------------------------------------------------
 
-# KEYS: memory hash, memory order zset, meta hash. ARGV: memory id.
+# KEYS: memory hash, memory order zset, meta hash, written zset. ARGV: memory id.
 DELETE_MEMORY = _BUMP_VERSION + """
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
 if redis.call('DEL', KEYS[1]) == 0 then return 0 end
 bump_version(KEYS[3])
 return 1
@@ -204,7 +233,7 @@ bump_version(KEYS[1])
 return 1
 """
 
-# KEYS: safety hash, memory order zset, meta hash, then one key per pinned memory.
+# KEYS: safety hash, memory order zset, meta hash, written zset, then one key per pinned memory.
 # ARGV: record json, updated at, #pinned, per pinned: id, #field-values, field-values...
 # A pinned memory is replaced whole (a field it no longer has, like ``emb``, goes) and moves to
 # the end of the order, as SQLite's INSERT OR REPLACE gives it a new rowid.
@@ -212,15 +241,17 @@ SAVE_SAFETY = _BUMP_VERSION + """
 redis.call('HSET', KEYS[1], 'record', ARGV[1], 'updated_at', ARGV[2])
 local p = tonumber(ARGV[3])
 local i = 4
+local written = {}
 for k = 1, p do
   local id = ARGV[i]
   local n = tonumber(ARGV[i + 1])
-  redis.call('DEL', KEYS[3 + k])
-  redis.call('HSET', KEYS[3 + k], unpack(ARGV, i + 2, i + 1 + n))
+  redis.call('DEL', KEYS[4 + k])
+  redis.call('HSET', KEYS[4 + k], unpack(ARGV, i + 2, i + 1 + n))
   redis.call('ZADD', KEYS[2], redis.call('HINCRBY', KEYS[3], 'seq', 1), id)
+  table.insert(written, id)
   i = i + 2 + n
 end
-if p > 0 then bump_version(KEYS[3]) end
+if p > 0 then stamp(KEYS[4], bump_version(KEYS[3]), written) end
 return 1
 """
 
@@ -312,13 +343,14 @@ return 1
 
 # -- compliance ------------------------------------------------------------------------------
 
-# KEYS: memory hash, memory order zset, meta hash, messages hash. ARGV: memory id, then the
-# source message ids to remove. Returns {deleted, had embedding, messages removed}.
+# KEYS: memory hash, memory order zset, meta hash, messages hash, written zset. ARGV: memory id,
+# then the source message ids to remove. Returns {deleted, had embedding, messages removed}.
 ERASE_MEMORY = _BUMP_VERSION + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0, 0} end
 local emb = redis.call('HEXISTS', KEYS[1], 'emb')
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
 local removed = 0
 for i = 2, #ARGV do removed = removed + redis.call('HDEL', KEYS[4], ARGV[i]) end
 bump_version(KEYS[3])

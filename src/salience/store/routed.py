@@ -17,6 +17,7 @@ from salience.model import (
     Entity,
     ErasureReceipt,
     ExtractionJob,
+    MemoryChanges,
     MemoryItem,
     Message,
     MessageSignal,
@@ -79,6 +80,9 @@ class RoutedStore:
 
     async def memory_version(self, user: UserRef) -> int:
         return await self.of(user.tenant).memory_version(user)
+
+    async def memory_changes(self, user: UserRef, since: int, limit: int) -> MemoryChanges:
+        return await self.of(user.tenant).memory_changes(user, since, limit)
 
     async def existing_memory_ids(self, user: UserRef, memory_ids: list[str]) -> set[str]:
         return await self.of(user.tenant).existing_memory_ids(user, memory_ids)

@@ -25,6 +25,7 @@ from salience.model import (
     Entity,
     ErasureReceipt,
     ExtractionJob,
+    MemoryChanges,
     MemoryItem,
     Message,
     MessageSignal,
@@ -284,6 +285,29 @@ class SQLiteStore:
 
         return await self._run(version)
 
+    async def memory_changes(self, user: UserRef, since: int, limit: int) -> MemoryChanges:
+        def changes(conn: sqlite3.Connection) -> MemoryChanges:
+            args = (user.tenant, user.user)
+            conn.execute("BEGIN")  # one snapshot: the version, the count and the rows agree
+            try:
+                row = conn.execute("SELECT version FROM user_versions WHERE tenant=? AND user_id=?", args).fetchone()
+                count = conn.execute("SELECT count(*) FROM memories WHERE tenant=? AND user_id=?", args).fetchone()[0]
+                written = conn.execute(  # the index alone: too many are not read
+                    "SELECT count(*) FROM memories WHERE tenant=? AND user_id=? AND version > ?", (*args, since)
+                ).fetchone()[0]
+                changed = None
+                if written <= limit:
+                    rows = conn.execute(
+                        "SELECT * FROM memories WHERE tenant=? AND user_id=? AND version > ? ORDER BY rowid",
+                        (*args, since),
+                    ).fetchall()
+                    changed = [self._row_to_memory(conn, user, r, with_embedding=True) for r in rows]
+            finally:
+                conn.execute("COMMIT")
+            return MemoryChanges(row[0] if row else 0, count, changed)
+
+        return await self._run(changes)
+
     async def delete_memory(self, user: UserRef, memory_id: str) -> bool:
         def delete(conn: sqlite3.Connection) -> bool:
             def body() -> bool:
@@ -417,11 +441,11 @@ class SQLiteStore:
                     (user.tenant, user.user, json.dumps(record.to_json()), now.timestamp()),
                 )
                 if pinned:
+                    version = _bump_version(conn, user)
                     conn.executemany(
                         "INSERT OR REPLACE INTO memories" + MEMORY_COLUMNS,
-                        [_memory_row(user, self._seal_memory(conn, user, m)) for m in pinned],
+                        [_memory_row(user, self._seal_memory(conn, user, m), version) for m in pinned],
                     )
-                    _bump_version(conn, user)
                 for event in events:
                     self._insert_event(conn, event, now)
 
@@ -564,23 +588,22 @@ class SQLiteStore:
                 if done is None and job.attempts > 0:
                     return  # a claimed job whose row is gone: erased while it was being processed
                 self._insert_messages(conn, user, job.messages)
+                version = _bump_version(conn, user) if added or reinforced else 0
                 conn.executemany(
                     "INSERT OR IGNORE INTO memories" + MEMORY_COLUMNS,
-                    [_memory_row(user, self._seal_memory(conn, user, item)) for item in added],
+                    [_memory_row(user, self._seal_memory(conn, user, item), version) for item in added],
                 )
                 conn.executemany(
-                    "UPDATE memories SET mention_count=?, last_reinforced_at=?, sources=?, importance=?"
+                    "UPDATE memories SET mention_count=?, last_reinforced_at=?, sources=?, importance=?, version=?"
                     " WHERE tenant=? AND user_id=? AND id=?",
                     [
                         (
                             item.mention_count, _ts(item.last_reinforced_at), json.dumps(item.sources),
-                            item.importance, user.tenant, user.user, item.id,
+                            item.importance, version, user.tenant, user.user, item.id,
                         )
                         for item in reinforced
                     ],
                 )
-                if added or reinforced:
-                    _bump_version(conn, user)
                 # A done job keeps only its id (idempotency): its messages now live in ``messages``.
                 conn.execute(
                     "UPDATE extraction_jobs SET status='done', leased_until=NULL, messages='[]' WHERE id=?", (job.id,)

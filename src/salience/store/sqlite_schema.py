@@ -117,6 +117,13 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (tenant, user_id, message_id)
     );
     """,
+    # 5: each memory stamped with the user's version its last write made, so a cache holding an
+    # older version reads only what was written since (``memory_changes``). Rows written before
+    # carry 0: a cache that holds them loaded them in full.
+    """
+    ALTER TABLE memories ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX memories_by_version ON memories (tenant, user_id, version);
+    """,
 ]
 
 
@@ -152,25 +159,28 @@ def _message_from_json(data: dict[str, Any]) -> Message:
 
 MEMORY_COLUMNS = (
     " (tenant, user_id, id, text, kind, importance, speaker, created_at,"
-    " last_reinforced_at, mention_count, pinned, sources, session_id, embedding)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " last_reinforced_at, mention_count, pinned, sources, session_id, embedding, version)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
-def _memory_row(user: UserRef, item: MemoryItem) -> tuple[Any, ...]:
+def _memory_row(user: UserRef, item: MemoryItem, version: int) -> tuple[Any, ...]:
+    """The row of ``item``, stamped with the user's ``version`` this write makes."""
     return (
         user.tenant, user.user, item.id, item.text, item.kind, item.importance, item.speaker,
         _ts(item.created_at), _ts(item.last_reinforced_at), item.mention_count, int(item.pinned),
         json.dumps(item.sources), item.session_id,
         item.embedding.astype(np.float32).tobytes() if item.embedding is not None else None,
+        version,
     )
 
 
-def _bump_version(conn: sqlite3.Connection, user: UserRef) -> None:
+def _bump_version(conn: sqlite3.Connection, user: UserRef) -> int:
+    """Move the user's version on; returns the new one (the stamp of memories written with it)."""
     # A user's first version is the clock in microseconds, later ones count up: a user erased
     # and seen again never repeats a version an in-process recall cache may still hold.
-    conn.execute(
+    return conn.execute(
         "INSERT INTO user_versions (tenant, user_id, version) VALUES (?,?,?)"
-        " ON CONFLICT (tenant, user_id) DO UPDATE SET version = version + 1",
+        " ON CONFLICT (tenant, user_id) DO UPDATE SET version = version + 1 RETURNING version",
         (user.tenant, user.user, time.time_ns() // 1000),
-    )
+    ).fetchall()[0][0]

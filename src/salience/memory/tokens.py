@@ -38,5 +38,8 @@ def encoding_for(model: str | None) -> tiktoken.Encoding:
     return tiktoken.get_encoding(DEFAULT_ENCODING)
 
 
+@lru_cache(maxsize=1024)
 def count_tokens(text: str, model: str | None = None) -> int:
+    """Remembered for recent texts: recall counts the same rendered block more than once (to
+    pack, then with the arc note), and a block of 1,000 tokens costs ~0.3 ms to encode."""
     return len(encoding_for(model).encode(text, disallowed_special=()))

@@ -90,7 +90,10 @@ class SafetyClassifier:
     def probabilities(self, embeddings: np.ndarray, normalised_texts: list[str]) -> np.ndarray:
         """Class probabilities, one row per text (embeddings: one unit vector per text)."""
         logits = embeddings.astype(np.float32) @ self.embedding_coef.T + self.intercept
-        hashed = self.vectorizer.transform(normalised_texts).tocsr()
+        from sklearn import config_context
+
+        with config_context(skip_parameter_validation=True):  # fixed, known arguments: ~0.2 ms a call
+            hashed = self.vectorizer.transform(normalised_texts).tocsr()
         for row in range(hashed.shape[0]):
             start, end = hashed.indptr[row], hashed.indptr[row + 1]
             for column, value in zip(hashed.indices[start:end], hashed.data[start:end]):

@@ -81,6 +81,9 @@ def worker(
     supervised_by: Optional[int] = typer.Option(
         None, "--supervised-by", hidden=True, help="started by serve (this pid): stdin is its pipe"
     ),
+    commits_fd: Optional[int] = typer.Option(
+        None, "--commits-fd", hidden=True, help="started by serve: name each committed job's user on this fd"
+    ),
 ) -> None:
     """Run only the extraction worker: drain the queue of exchanges into memories.
 
@@ -90,7 +93,7 @@ def worker(
 
     settings = _load(config)
     logging.basicConfig(level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run_worker(settings, supervised_by))
+    asyncio.run(run_worker(settings, supervised_by, commits_fd))
 
 
 @app.command("import")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -86,6 +87,9 @@ class Services:
     retention: RetentionSweeper
     # extraction in a child process (``extraction.process: separate``), set by ``start``
     extraction_process: ExtractionProcess | None = None
+    # who hears of each committed extraction job: this process's recall caches by default; in
+    # the worker process, the pipe to the serving process (``worker_process.py``)
+    announce_commit: Callable[[UserRef], None] | None = None
 
     def store_for(self, tenant: str) -> Store:
         """The store holding ``tenant``'s data (its region's, when there are several)."""
@@ -130,14 +134,16 @@ class Services:
                 lambda tenant: store, config.tenants, auditor, recaller.forget, config.server.retention_poll_seconds
             ),
         )
-        services.wire_audit()
+        services.wire_commits()
         return services
 
-    def wire_audit(self) -> None:
-        """Writes and escalations are recorded in the tenant's audit chain (ids only)."""
+    def wire_commits(self) -> None:
+        """Writes and escalations are recorded in the tenant's audit chain (ids only), and each
+        committed job is announced (``announce_commit``)."""
         auditor = self.auditor
 
         async def committed(job: ExtractionJob, added: list[MemoryItem], reinforced: list[MemoryItem]) -> None:
+            (self.announce_commit or self.recaller.refresh)(job.user)
             if added:
                 await auditor.record_quietly(job.user.tenant, job.user.user, "memory.write", [m.id for m in added], job.id)
             if reinforced:
@@ -166,6 +172,7 @@ class Services:
             if self.config.server.extraction.enabled:  # off: exchanges queue up for another process
                 if extraction_process is not None:
                     self.extraction_process = extraction_process
+                    extraction_process.on_commit = self.recaller.refresh
                     self.worker.elsewhere = extraction_process.notify
                     extraction_process.start()
                 else:

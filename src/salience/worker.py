@@ -45,7 +45,7 @@ class ExtractionWorker:
         self.embedder = embedder
         self.poll_seconds = poll_seconds
         self.batch = batch
-        # Told of every commit (the audit log); set by ``Services``.
+        # Told of every job committed (the audit log, the serving process's caches); set by ``Services``.
         self.on_commit: Callable[[ExtractionJob, list[MemoryItem], list[MemoryItem]], Awaitable[None]] | None = None
         self._detector = RuleBasedDetector()  # arc signals: which messages came close to a crisis
         self._poller = Poller("salience-extraction-worker", self.run_once, poll_seconds)
@@ -91,7 +91,7 @@ class ExtractionWorker:
             if edit.target in replaced:
                 await self.store.delete_memory(job.user, edit.target)
         await self.store.commit_extraction(job, added, reinforced)
-        if self.on_commit is not None and (added or reinforced):
+        if self.on_commit is not None:  # also with nothing added: the arc signals were written
             await self.on_commit(job, added, reinforced)
         return len(added), len(reinforced)
 

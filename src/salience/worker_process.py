@@ -10,6 +10,11 @@ The child's stdin is a pipe from the serving process:
   - a byte on it means "a job was queued": the worker looks now rather than at its next poll;
   - end of file means the serving process is gone (even SIGKILLed): the worker stops, and any
     job it held is taken over when its lease runs out, as after any crash.
+The child writes back on a second pipe (``--commits-fd``): one line, the tenant and user ids,
+per job it commits. The serving process then brings that user's memory set and person model
+up to date in the background (``Recaller.refresh``), while it is otherwise waiting for an
+upstream, instead of in the user's next reply. A line lost (a full pipe) only leaves that work
+to the next reply, as before.
 The supervisor restarts a child that dies, after a pause that grows while it keeps dying, and
 stops it when serving stops.
 """
@@ -17,6 +22,7 @@ stops it when serving stops.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -24,7 +30,10 @@ import sys
 import time
 from pathlib import Path
 
+from collections.abc import Callable
+
 from salience.background import cancel_task
+from salience.model import UserRef
 from salience.settings import Config
 
 log = logging.getLogger("salience.worker_process")
@@ -50,6 +59,7 @@ class ExtractionProcess:
     def __init__(self, argv: list[str]) -> None:
         self.argv = argv
         self.restarts = 0
+        self.on_commit: Callable[[UserRef], None] | None = None  # a job of this user was committed
         self._process: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -82,15 +92,27 @@ class ExtractionProcess:
         pause = RESTART_PAUSE_MIN
         while not self._stopping:
             started = time.monotonic()
+            commits_read, commits_write = os.pipe()
+            listening = None
             try:
                 # its own session: a Ctrl-C in the terminal reaches serve, which stops it in order
                 self._process = await asyncio.create_subprocess_exec(
-                    *self.argv, stdin=asyncio.subprocess.PIPE, start_new_session=True
+                    *self.argv, "--commits-fd", str(commits_write), stdin=asyncio.subprocess.PIPE,
+                    start_new_session=True, pass_fds=(commits_write,),
                 )
+                os.close(commits_write)
+                commits_write = -1
+                listening = asyncio.create_task(self._hear_commits(commits_read))
+                commits_read = -1  # the reader owns it now
                 code = await self._process.wait()
             except OSError as exc:
                 code = None
                 log.error("could not start the extraction worker process: %s", type(exc).__name__)
+            finally:
+                await cancel_task(listening)
+                for fd in (commits_read, commits_write):
+                    if fd >= 0:
+                        os.close(fd)
             if self._stopping:
                 return
             if time.monotonic() - started >= STABLE_AFTER:
@@ -99,6 +121,25 @@ class ExtractionProcess:
             self.restarts += 1
             await asyncio.sleep(pause)
             pause = min(pause * 2, RESTART_PAUSE_MAX)
+
+    async def _hear_commits(self, fd: int) -> None:
+        """Each line from the worker names a user whose job it committed."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
+        )
+        try:
+            while line := await reader.readline():
+                try:
+                    said = json.loads(line)
+                    user = UserRef(str(said["tenant"]), str(said["user"]))
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if self.on_commit is not None:
+                    self.on_commit(user)
+        finally:
+            transport.close()
 
     async def stop(self) -> None:
         self._stopping = True
@@ -115,14 +156,17 @@ class ExtractionProcess:
         self._process = None
 
 
-async def run_worker(config: Config, supervised_by: int | None = None) -> None:
+async def run_worker(config: Config, supervised_by: int | None = None, commits_fd: int | None = None) -> None:
     """The body of ``salience worker``: the extraction worker alone, until SIGTERM / SIGINT,
-    or (``supervised_by`` the serving process's pid) until the process that started it is gone."""
+    or (``supervised_by`` the serving process's pid) until the process that started it is gone.
+    ``commits_fd``: where to name each user whose job was committed (the serving process)."""
     from salience.services import Services
 
     if supervised_by is not None:
         os.nice(WORKER_NICENESS)
     services = Services.build(config)
+    if commits_fd is not None:
+        services.announce_commit = commit_announcer(commits_fd)
     await services.start(run_worker=False)
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
@@ -146,6 +190,21 @@ async def run_worker(config: Config, supervised_by: int | None = None) -> None:
             log.error("the extraction worker did not stop within %.0f s: exiting", STOP_GRACE)
             logging.shutdown()
             os._exit(1)
+
+
+def commit_announcer(fd: int) -> Callable[[UserRef], None]:
+    """Writes one line per committed job to ``fd``, never blocking: with the pipe full (the
+    serving process not reading), the line is dropped and the next reply catches up itself."""
+    os.set_blocking(fd, False)
+
+    def announce(user: UserRef) -> None:
+        line = json.dumps({"tenant": user.tenant, "user": user.user}).encode() + b"\n"
+        try:
+            os.write(fd, line)  # at most PIPE_BUF bytes: written whole or not at all
+        except (BlockingIOError, BrokenPipeError):
+            pass
+
+    return announce
 
 
 async def _follow_parent(services: object, done: asyncio.Event, parent: int) -> None:

@@ -156,3 +156,36 @@ def test_a_worker_whose_serve_is_gone_stops_even_with_its_pipe_still_open(tmp_pa
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+async def test_the_serving_process_hears_of_each_job_the_worker_commits():
+    """The worker names each user whose job it committed on a pipe of its own; a line that is
+    not one is skipped, and the supervisor keeps listening."""
+    import asyncio
+    import sys
+
+    from salience.model import UserRef
+    from salience.worker_process import ExtractionProcess
+
+    child = (
+        "import sys, os\n"
+        "from salience.model import UserRef\n"
+        "from salience.worker_process import commit_announcer\n"
+        "fd = int(sys.argv[sys.argv.index('--commits-fd') + 1])\n"
+        "os.write(fd, b'not json\\n')\n"
+        "announce = commit_announcer(fd)\n"
+        "announce(UserRef('demo', 'ada')); announce(UserRef('acme', 'b\\u00e9a'))\n"
+        "sys.stdin.read()\n"  # until the supervisor stops it
+    )
+    heard: list[UserRef] = []
+    process = ExtractionProcess([sys.executable, "-c", child])
+    process.on_commit = heard.append
+    process.start()
+    try:
+        for _ in range(200):
+            if len(heard) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert heard == [UserRef("demo", "ada"), UserRef("acme", "béa")]
+    finally:
+        await process.stop()

@@ -154,3 +154,32 @@ async def test_a_large_person_model_is_served_while_it_is_reloaded_and_erasure_d
     finally:
         await asyncio.gather(*people._reloading.values(), return_exceptions=True)
         await store.close()
+
+
+async def test_a_commit_announced_brings_the_users_memory_up_to_date_before_the_next_recall(tmp_path: Path):
+    store = open_store(f"sqlite:///{tmp_path / 'refresh.db'}")
+    await store.open()
+    user = UserRef("t", "u")
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    vectors = np.eye(384, dtype=np.float32)
+
+    def memory(n: int) -> MemoryItem:
+        return MemoryItem(id=f"mem_{n}", text=f"I went to place number {n}.", kind="event", importance=0.5,
+                          speaker="user", created_at=start + timedelta(minutes=n), sources=[f"msg_{n}"],
+                          embedding=vectors[n])
+
+    try:
+        await store.commit_extraction(ExtractionJob(id="j1", user=user, session_id="s", messages=[]), [memory(0)], [])
+        recaller = Recaller(store, LocalMiniLMEmbedder())
+        assert len((await recaller.cache.get(user)).items) == 1
+        await store.commit_extraction(ExtractionJob(id="j2", user=user, session_id="s", messages=[]), [memory(1)], [])
+        recaller.refresh(user)  # what the worker's announcement does
+        for _ in range(100):
+            cached = recaller.cache._sets.get(user)
+            if cached is not None and cached.version == await store.memory_version(user):
+                break
+            await asyncio.sleep(0.02)
+        assert [m.id for m in recaller.cache._sets[user].items] == ["mem_0", "mem_1"]
+        assert recaller.people._models[user].version == await store.memory_version(user)
+    finally:
+        await store.close()

@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +34,8 @@ from salience.memory.tokens import count_tokens
 from salience.model import MemoryItem, UserRef, utcnow
 from salience.settings import MemorySettings
 from salience.store.base import Store
+
+log = logging.getLogger("salience.recall")
 
 DENSE_WEIGHT = 0.6
 LEXICAL_WEIGHT = 0.4
@@ -82,6 +86,25 @@ class Recaller:
         self.embedder = embedder if isinstance(embedder, SharedEmbeddings) else SharedEmbeddings(embedder)
         self.cache = MemoryCache(store)
         self.people = PersonCache(store)
+        self._refreshing: dict[UserRef, asyncio.Task[None]] = {}
+
+    def refresh(self, user: UserRef) -> None:
+        """An extraction was committed for ``user``: bring their memory set and person model up
+        to date now, in the background, rather than in the next reply (which, while the reply
+        before waited for its upstream, usually has not arrived yet)."""
+        running = self._refreshing.get(user)
+        if running is not None and not running.done():
+            return  # the one running reads the store after this commit anyway, or the next turn does
+        self._refreshing[user] = asyncio.get_running_loop().create_task(self._refresh(user))
+
+    async def _refresh(self, user: UserRef) -> None:
+        try:
+            memory_set, _ = await self.cache.get_checked(user)
+            await self.people.get(user, memory_set.version)
+        except Exception as exc:  # the next request brings them up to date as before
+            log.warning("refreshing a user's memory after a commit failed: %s", type(exc).__name__)
+        finally:
+            self._refreshing.pop(user, None)
 
     def forget(self, user: UserRef) -> None:
         """Erasure: drop everything this process holds of the user (memory set, person model)."""

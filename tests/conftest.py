@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from salience.memory.embed import LocalMiniLMEmbedder
 from salience.memory.extract import Extractor
 from salience.services import Services
 from salience.settings import Config, load_config
+from salience.store.base import Store, open_store
 from tests.fake_upstream import FakeUpstream
 from tests.redis_server import RedisServer
 from tests.servers import ServerThread
@@ -47,6 +48,21 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def store_backend(request: pytest.FixtureRequest) -> str:
     """The store backend under test: "sqlite" unless a test parametrizes it (indirectly) with STORE_BACKENDS."""
     return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+async def each_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """An open, empty store of each backend in turn: a test that takes it runs on both."""
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        server.flush()
+        url = server.url
+    else:
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = open_store(url)
+    await store.open()
+    yield store
+    await store.close()
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Hashable
 
 log = logging.getLogger("salience.background")
 
@@ -57,3 +58,43 @@ class Poller:
     async def stop(self) -> None:
         await cancel_task(self._task)
         self._task = None
+
+
+class SpacedTasks:
+    """At most one background task per user, each started no sooner than ``spacing`` times as
+    long as the user's last one took after it ended: a very talkative user with a large memory
+    can take about ``1 / spacing`` of the process, not more. Failures are logged by type only;
+    what the task was to refresh keeps serving as it was."""
+
+    def __init__(self, what: str, spacing: float, max_users: int) -> None:
+        self.what = what  # for the log: "memory set rebuild", "person model reload"
+        self.spacing = spacing
+        self.max_users = max_users
+        self.running: dict[Hashable, asyncio.Task[None]] = {}
+        self._next_start: dict[Hashable, float] = {}  # monotonic time the user's next task may start
+
+    def start(self, user: Hashable, work: Callable[[], Awaitable[object]]) -> None:
+        """Start ``work`` for ``user`` unless one is running or it is too soon after the last."""
+        running = self.running.get(user)
+        # a task left on another (closed) event loop will never finish: start afresh
+        idle = running is None or running.done() or running.get_loop() is not asyncio.get_running_loop()
+        if idle and time.monotonic() >= self._next_start.get(user, 0.0):
+            self.running[user] = asyncio.create_task(self._timed(user, work))
+
+    def cancel(self, user: Hashable) -> None:
+        running = self.running.pop(user, None)
+        if running is not None and not running.done():
+            running.cancel()
+
+    async def _timed(self, user: Hashable, work: Callable[[], Awaitable[object]]) -> None:
+        started = time.monotonic()
+        try:
+            await work()
+        except Exception as exc:
+            log.warning("%s failed: %s", self.what, type(exc).__name__)
+        finally:
+            finished = time.monotonic()
+            self._next_start[user] = finished + self.spacing * (finished - started)
+            if len(self._next_start) > self.max_users:
+                self._next_start.pop(next(iter(self._next_start)))
+            self.running.pop(user, None)

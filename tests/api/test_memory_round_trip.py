@@ -90,7 +90,7 @@ async def test_body_user_identifies_and_the_header_wins(make_proxy, upstream):
 
 async def test_without_a_user_nothing_is_remembered_or_injected(make_proxy, upstream):
     proxy = make_proxy(upstream)
-    async with proxy.client() as client, proxy.http() as http:
+    async with proxy.client() as client:
         raw = await client.chat.completions.with_raw_response.create(
             model="fake-model", messages=[{"role": "user", "content": DISCLOSURE}]
         )

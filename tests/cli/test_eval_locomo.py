@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 from tests.cli.test_cli import SALIENCE, offline_env
 

@@ -15,18 +15,9 @@ ALICE = UserRef("tenant-a", "alice")
 ALICE_ELSEWHERE = UserRef("tenant-b", "alice")
 
 
-@pytest.fixture(params=STORE_BACKENDS)
-async def store(request, tmp_path):
-    if request.param == "redis":
-        server = request.getfixturevalue("redis_server")
-        server.flush()
-        url = server.url
-    else:
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    store = open_store(url)
-    await store.open()
-    yield store
-    await store.close()
+@pytest.fixture
+def store(each_store: Store) -> Store:
+    return each_store
 
 
 def memory(memory_id: str, text: str, **kwargs) -> MemoryItem:

@@ -84,7 +84,7 @@ async def test_a_large_memory_set_is_served_while_it_is_rebuilt(tmp_path: Path):
         await store.commit_extraction(ExtractionJob(id="j2", user=user, session_id="s", messages=[]), memories(5, 1), [])
         assert len((await cache.get(user)).items) == 5  # the set as it was, while it is rebuilt
         assert cache._no_catch_up[user] == (await cache.get(user)).version  # and no catch-up tried again
-        await asyncio.gather(*cache._rebuilding.values())
+        await asyncio.gather(*cache._rebuilds.running.values())
         assert len((await cache.get(user)).items) == 6
 
         cache.REBUILD_IN_BACKGROUND_FROM = 100  # small sets are rebuilt before answering
@@ -123,7 +123,7 @@ async def test_a_stale_set_never_injects_a_memory_erased_since(tmp_path: Path, e
         assert "mem_0" not in after.ids and "Gdansk" not in after.context
         assert "mem_2" in (await recaller.recall(user, "What does my dog Biscuit love?", settings)).ids
     finally:
-        await asyncio.gather(*recaller.cache._rebuilding.values(), return_exceptions=True)
+        await asyncio.gather(*recaller.cache._rebuilds.running.values(), return_exceptions=True)
         await store.close()
 
 
@@ -143,7 +143,7 @@ async def test_a_large_person_model_is_served_while_it_is_reloaded_and_erasure_d
 
         await store.save_message_signals(user, [MessageSignal("m2", "s1", utcnow(), -0.2, ["Tom"])])
         assert await people.get(user, await store.memory_version(user)) is first  # as it was, while reloaded
-        await asyncio.gather(*people._reloading.values())
+        await asyncio.gather(*people._reloads.running.values())
         latest = await people.get(user, await store.memory_version(user))
         assert [s.message_id for s in latest.signals] == ["m1", "m2"]
 
@@ -152,7 +152,7 @@ async def test_a_large_person_model_is_served_while_it_is_reloaded_and_erasure_d
         reloaded = await people.get(user, await store.memory_version(user))  # loaded again before answering
         assert [s.message_id for s in reloaded.signals] == ["m1", "m2", "m3"]
     finally:
-        await asyncio.gather(*people._reloading.values(), return_exceptions=True)
+        await asyncio.gather(*people._reloads.running.values(), return_exceptions=True)
         await store.close()
 
 

@@ -16,8 +16,7 @@ import pytest
 from salience.memory.lexical import LexicalIndex, tokenize, words
 from salience.memory.memory_set import MemoryCache, MemorySet
 from salience.model import ExtractionJob, MemoryItem, UserRef, utcnow
-from salience.store.base import open_store
-from tests.conftest import STORE_BACKENDS
+from salience.store.base import Store, open_store
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 PEOPLE = ["Sarah", "Tom", "my mom", "Alex", "the neighbour"]
@@ -133,18 +132,9 @@ def test_a_change_that_does_not_fit_in_place_asks_for_a_full_build():
 # -- the cache, on a real store -----------------------------------------------------------
 
 
-@pytest.fixture(params=STORE_BACKENDS)
-async def store(request, tmp_path: Path):
-    if request.param == "redis":
-        server = request.getfixturevalue("redis_server")
-        server.flush()
-        url = server.url
-    else:
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    store = open_store(url)
-    await store.open()
-    yield store
-    await store.close()
+@pytest.fixture
+def store(each_store: Store) -> Store:
+    return each_store
 
 
 USER = UserRef("t", "u")
@@ -166,7 +156,7 @@ async def test_a_large_cached_set_catches_up_before_answering(store):
     reinforced = replace(held[4], mention_count=2, sources=[*held[4].sources, "msg_j2"], last_reinforced_at=utcnow())
     await store.commit_extraction(job("j2"), joining, [reinforced])
     memory_set, current = await cache.get_checked(USER)
-    assert current and not cache._rebuilding  # no background rebuild: the set is current already
+    assert current and not cache._rebuilds.running  # no background rebuild: the set is current already
     assert memory_set.version == await store.memory_version(USER)
     assert [m.id for m in memory_set.items[-3:]] == [m.id for m in joining]
     assert memory_set.items[4].mention_count == 2
@@ -186,7 +176,7 @@ async def test_memories_deleted_elsewhere_leave_the_cached_set_at_once(store):
     await store.erase_memory(USER, "mem_12", utcnow())
     await store.commit_extraction(job("j2"), memories(20, 1, rng), [])
     memory_set, current = await cache.get_checked(USER)
-    assert current and not cache._rebuilding
+    assert current and not cache._rebuilds.running
     assert {"mem_7", "mem_12"}.isdisjoint(memory_set.ids) and "mem_20" in memory_set.ids
     assert_same(memory_set, MemorySet(memory_set.version, await store.load_memories(USER)))
 

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import logging
 import re
-import time
 
 import numpy as np
 
+from salience.background import SpacedTasks
 from salience.memory.inject import day_label, render_line
 from salience.memory.lexical import LexicalIndex
 from salience.memory.tokens import count_tokens
 from salience.model import MemoryItem, UserRef
 from salience.store.base import Store
 
-log = logging.getLogger("salience.recall")
 NAME = re.compile(r"\b[A-Z][a-z]+(?:'s)?\b")
 
 
@@ -268,8 +266,7 @@ class MemoryCache:
         self.store = store
         self.max_users = max_users
         self._sets: dict[UserRef, MemorySet] = {}
-        self._rebuilding: dict[UserRef, asyncio.Task[None]] = {}
-        self._next_rebuild: dict[UserRef, float] = {}  # monotonic time a user's next rebuild may start
+        self._rebuilds = SpacedTasks("memory set rebuild", self.REBUILD_SPACING, max_users)
         self._generation: dict[UserRef, int] = {}  # moved by ``forget``: a build begun before is discarded
         self._catching_up: dict[tuple[UserRef, int], asyncio.Future[MemorySet | None]] = {}
         self._no_catch_up: dict[UserRef, int] = {}  # the version of a set no catch-up could start from
@@ -297,11 +294,7 @@ class MemoryCache:
                     self._no_catch_up.pop(next(iter(self._no_catch_up)))
             cached = self._sets.get(user)  # dropped meanwhile by ``forget``: nothing erased is served
         if cached is not None and len(cached.items) >= self.REBUILD_IN_BACKGROUND_FROM:
-            running = self._rebuilding.get(user)
-            # a task left on another (closed) event loop will never finish: start afresh
-            idle = running is None or running.done() or running.get_loop() is not asyncio.get_running_loop()
-            if idle and time.monotonic() >= self._next_rebuild.get(user, 0.0):
-                self._rebuilding[user] = asyncio.create_task(self._rebuild(user, version))
+            self._rebuilds.start(user, lambda: self._build(user, version))
             return cached, False
         return await self._build(user, version), True
 
@@ -360,19 +353,5 @@ class MemoryCache:
         was already loading them is discarded when it finishes."""
         self._sets.pop(user, None)
         self._generation[user] = self._generation.get(user, 0) + 1
-        running = self._rebuilding.pop(user, None)
-        if running is not None and not running.done():
-            running.cancel()
+        self._rebuilds.cancel(user)
 
-    async def _rebuild(self, user: UserRef, version: int) -> None:
-        started = time.monotonic()
-        try:
-            await self._build(user, version)
-        except Exception as exc:  # the stale set keeps serving; the next request tries again
-            log.warning("memory set rebuild failed: %s", type(exc).__name__)
-        finally:
-            finished = time.monotonic()
-            self._next_rebuild[user] = finished + self.REBUILD_SPACING * (finished - started)
-            if len(self._next_rebuild) > self.max_users:
-                self._next_rebuild.pop(next(iter(self._next_rebuild)))
-            self._rebuilding.pop(user, None)

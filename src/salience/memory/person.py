@@ -8,21 +8,18 @@ writes the same rows again.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
 import numpy as np
 
+from salience.background import SpacedTasks
 from salience.memory.arc import Arc, compute_arc, message_signals
 from salience.memory.entities import EntityResolver, MemoryText, entities_in_query
 from salience.model import Entity, MemoryItem, Message, MessageSignal, UserRef
 from salience.store.base import Store
 
-log = logging.getLogger("salience.recall")
 
 
 async def update_person_model(
@@ -105,8 +102,7 @@ class PersonCache:
         self.store = store
         self.max_users = max_users
         self._models: dict[UserRef, PersonModel] = {}
-        self._reloading: dict[UserRef, asyncio.Task[None]] = {}
-        self._next_reload: dict[UserRef, float] = {}  # monotonic time a user's next background reload may start
+        self._reloads = SpacedTasks("person model reload", self.RELOAD_SPACING, max_users)
         self._generation: dict[UserRef, int] = {}  # moved by ``forget``: a load begun before is discarded
 
     async def get(self, user: UserRef, version: int) -> PersonModel:
@@ -114,11 +110,7 @@ class PersonCache:
         if cached is not None and cached.version == version:
             return cached
         if cached is not None and len(cached.signals) + len(cached.entities) >= self.RELOAD_IN_BACKGROUND_FROM:
-            running = self._reloading.get(user)
-            # a task left on another (closed) event loop will never finish: start afresh
-            idle = running is None or running.done() or running.get_loop() is not asyncio.get_running_loop()
-            if idle and time.monotonic() >= self._next_reload.get(user, 0.0):
-                self._reloading[user] = asyncio.create_task(self._reload(user, version))
+            self._reloads.start(user, lambda: self._load(user, version))
             return cached
         return await self._load(user, version)
 
@@ -132,23 +124,9 @@ class PersonCache:
         self._models[user] = model
         return model
 
-    async def _reload(self, user: UserRef, version: int) -> None:
-        started = time.monotonic()
-        try:
-            await self._load(user, version)
-        except Exception as exc:  # the model as it was keeps serving; the next request tries again
-            log.warning("person model reload failed: %s", type(exc).__name__)
-        finally:
-            finished = time.monotonic()
-            self._next_reload[user] = finished + self.RELOAD_SPACING * (finished - started)
-            if len(self._next_reload) > self.max_users:
-                self._next_reload.pop(next(iter(self._next_reload)))
-            self._reloading.pop(user, None)
-
     def forget(self, user: UserRef) -> None:
         """Drop the user's model now (erasure): nothing of an erased memory or message is served."""
         self._models.pop(user, None)
         self._generation[user] = self._generation.get(user, 0) + 1
-        running = self._reloading.pop(user, None)
-        if running is not None and not running.done():
-            running.cancel()
+        self._reloads.cancel(user)
+

@@ -34,133 +34,60 @@ Key layout (``docs/scaling.md`` has the measured sizes):
 Everything of one user shares the hash tag ``{tenant:user}``, so a user's writes are one
 Lua script on one Cluster slot. The queue lives under its own tag ``{queue}``, the webhook
 outbox under ``{outbox}`` (one place for the sender to claim from, whatever the tenant).
+
+This module holds the connection, encryption, sessions, messages, memories and traces; the
+person model, safety records, the outbox, the extraction queue, erasure and export, and the audit
+chain are in ``redis_person``, ``redis_safety``, ``redis_outbox``, ``redis_queue``,
+``redis_compliance`` and ``redis_audit``, mixed into the one ``RedisStore`` class; key names and
+the encoding of memories as hashes in ``redis_codec``.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import socket
 import uuid
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable, ParamSpec, TypeVar
+from datetime import datetime, timedelta
+from typing import Any
 
-import numpy as np
 import redis.asyncio as aioredis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import WatchError
 from redis.retry import Retry
 
 from salience.model import (
-    GENESIS_HASH,
-    AuditDraft,
-    AuditEntry,
-    Entity,
-    ErasureReceipt,
-    ExtractionJob,
     MemoryChanges,
     MemoryItem,
     Message,
-    MessageSignal,
-    OutboxEvent,
-    SafetyRecord,
     UserRef,
-    chain_entry,
     new_id,
 )
 from salience.store import redis_scripts as scripts
-from salience.store.base import FieldCipher, MasterKeyMissing, StoreUnavailable, looks_sealed
-from salience.store.sqlite_schema import _message_from_json, _message_to_json
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-GROUP = "workers"
-DONE_TTL = int(timedelta(days=7).total_seconds())  # how long a job id stays "seen" for idempotency
-FAILED_TTL = int(timedelta(days=30).total_seconds())  # a given-up job stays for inspection
-TRACE_TTL = int(timedelta(days=7).total_seconds())
-QUEUE = "salience:{queue}"
-OUTBOX = "salience:{outbox}"
-CONSUMER_IDLE_MS = 3_600_000
-
-
-def _escape(part: str) -> str:
-    # Braces would end the hash tag early and ':' separates tenant from user.
-    return part.replace("%", "%25").replace("{", "%7B").replace("}", "%7D").replace(":", "%3A")
-
-
-def user_prefix(user: UserRef) -> str:
-    return f"salience:{{{_escape(user.tenant)}:{_escape(user.user)}}}"
+from salience.store.redis_person import RedisPersonModel
+from salience.store.redis_safety import RedisSafety
+from salience.store.redis_outbox import RedisOutbox
+from salience.store.redis_queue import RedisQueue
+from salience.store.redis_compliance import RedisCompliance
+from salience.store.redis_audit import RedisAudit
+from salience.store.base import FieldCipher, MasterKeyMissing, looks_sealed
+from salience.store.redis_codec import (
+    CONSUMER_IDLE_MS,
+    GROUP,
+    QUEUE,
+    TRACE_TTL,
+    _escape,
+    _memory_from_hash,
+    _unavailable_on_connection_errors,
+    user_prefix,
+)
+from salience.store.sqlite_schema import _message_to_json
 
 
-def _unavailable_on_connection_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Redis being down surfaces as ``StoreUnavailable``, which the request path degrades on."""
-
-    @functools.wraps(method)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await method(*args, **kwargs)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
-
-    return wrapper
-
-
-def _float(value: bytes | None) -> float | None:
-    return float(value) if value not in (None, b"") else None
-
-
-def _dt(value: bytes | None) -> datetime | None:
-    seconds = _float(value)
-    return datetime.fromtimestamp(seconds, timezone.utc) if seconds is not None else None
-
-
-def _memory_fields(item: MemoryItem) -> list[Any]:
-    fields: list[Any] = [
-        "text", item.text, "kind", item.kind, "imp", repr(float(item.importance)), "spk", item.speaker,
-        "at", repr(item.created_at.timestamp()),
-        "rat", repr(item.last_reinforced_at.timestamp()) if item.last_reinforced_at else "",
-        "n", item.mention_count, "pin", int(item.pinned), "src", json.dumps(item.sources),
-        "sess", item.session_id or "",
-    ]
-    if item.embedding is not None:
-        fields += ["emb", item.embedding.astype(np.float32).tobytes()]
-    return fields
-
-
-def _reinforcement_fields(item: MemoryItem) -> list[Any]:
-    return [
-        "n", item.mention_count, "src", json.dumps(item.sources), "imp", repr(float(item.importance)),
-        "rat", repr(item.last_reinforced_at.timestamp()) if item.last_reinforced_at else "",
-    ]
-
-
-def _memory_from_hash(memory_id: str, data: dict[bytes, bytes], with_embedding: bool) -> MemoryItem:
-    embedding = None
-    if with_embedding and data.get(b"emb"):
-        embedding = np.frombuffer(data[b"emb"], dtype=np.float32)
-    return MemoryItem(
-        id=memory_id,
-        text=data[b"text"].decode(),
-        kind=data[b"kind"].decode(),  # type: ignore[arg-type]
-        importance=float(data[b"imp"]),
-        speaker=data[b"spk"].decode(),
-        created_at=_dt(data[b"at"]),  # type: ignore[arg-type]
-        last_reinforced_at=_dt(data.get(b"rat")),
-        mention_count=int(data[b"n"]),
-        pinned=data.get(b"pin") == b"1",
-        sources=json.loads(data[b"src"]),
-        session_id=data[b"sess"].decode() or None,
-        embedding=embedding,
-    )
-
-
-class RedisStore:
+class RedisStore(RedisPersonModel, RedisSafety, RedisOutbox, RedisQueue, RedisCompliance, RedisAudit):
     def __init__(self, url: str, cipher: FieldCipher | None = None) -> None:
         self.url = url
         self.cipher = cipher
@@ -347,256 +274,6 @@ class RedisStore:
             await self.unlink_memory(user, memory_id)
         return deleted == 1
 
-    # -- the person model: entities and message signals -----------------------------------------
-    @_unavailable_on_connection_errors
-    async def unlink_memory(self, user: UserRef, memory_id: str) -> tuple[int, int]:
-        """Drop the memory's entity links and every entity left without a memory: (links, entities)."""
-        prefix = user_prefix(user)
-        entity_ids = sorted(m.decode() for m in await self._redis.smembers(f"{prefix}:mement:{memory_id}"))
-        gone = await self._unlink_memory(
-            keys=[f"{prefix}:mement:{memory_id}", f"{prefix}:entities", f"{prefix}:meta",
-                  *(f"{prefix}:ent:{e}" for e in entity_ids)],
-            args=[memory_id, *entity_ids],
-        )
-        return len(entity_ids), int(gone)
-
-    @_unavailable_on_connection_errors
-    async def save_entities(self, user: UserRef, entities: list[Entity], links: list[tuple[str, str]]) -> None:
-        if not entities and not links:
-            return
-        prefix = user_prefix(user)
-        key = f"{prefix}:entities"
-        data_key = await self._key(user, create=True)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            while True:  # optimistic: the aliases are a union with what another worker just saved
-                try:
-                    await pipe.watch(key)
-                    stored = await pipe.hmget(key, [e.id for e in entities]) if entities else []
-                    pipe.multi()
-                    for entity, raw in zip(entities, stored):
-                        doc = entity.to_json()
-                        if raw:
-                            stored = json.loads(self._unseal(data_key, user, raw.decode(), "entity") or "{}")
-                            doc["aliases"] = list(dict.fromkeys([*stored.get("aliases", []), *entity.aliases]))
-                        pipe.hset(key, entity.id, self._seal(data_key, user, json.dumps(doc), "entity"))
-                    for entity_id, memory_id in links:
-                        pipe.sadd(f"{prefix}:ent:{entity_id}", memory_id)
-                        pipe.sadd(f"{prefix}:mement:{memory_id}", entity_id)
-                    await self._bump_version(keys=[f"{prefix}:meta"], client=pipe)
-                    await pipe.execute()
-                    return
-                except WatchError:
-                    continue
-
-    @_unavailable_on_connection_errors
-    async def load_entities(self, user: UserRef) -> list[Entity]:
-        prefix = user_prefix(user)
-        docs = await self._redis.hgetall(f"{prefix}:entities")
-        data_key = await self._key(user, create=False) if docs else None
-        ids = [entity_id.decode() for entity_id in docs]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for entity_id in ids:
-                pipe.smembers(f"{prefix}:ent:{entity_id}")
-            members = await pipe.execute()
-        entities = [
-            Entity.from_json(
-                json.loads(self._unseal(data_key, user, docs[entity_id.encode()].decode(), "entity") or "{}"),
-                sorted(m.decode() for m in linked),
-            )
-            for entity_id, linked in zip(ids, members)
-        ]
-        return sorted(entities, key=lambda e: (e.first_seen.timestamp() if e.first_seen else 0.0, e.id))
-
-    @_unavailable_on_connection_errors
-    async def save_message_signals(self, user: UserRef, signals: list[MessageSignal]) -> None:
-        if not signals:
-            return
-        prefix = user_prefix(user)
-        data_key = await self._key(user, create=True)
-        async with self._redis.pipeline(transaction=True) as tx:
-            tx.hset(f"{prefix}:signals", mapping={
-                s.message_id: self._seal(data_key, user, json.dumps(s.to_json()), "signal") for s in signals
-            })
-            await self._bump_version(keys=[f"{prefix}:meta"], client=tx)
-            await tx.execute()
-
-    @_unavailable_on_connection_errors
-    async def load_message_signals(self, user: UserRef) -> list[MessageSignal]:
-        raw = await self._redis.hvals(f"{user_prefix(user)}:signals")
-        data_key = await self._key(user, create=False) if raw else None
-        signals = [MessageSignal.from_json(json.loads(self._unseal(data_key, user, v.decode(), "signal") or "{}")) for v in raw]
-        return sorted(signals, key=lambda s: (s.created_at, s.message_id))
-
-    # -- safety ---------------------------------------------------------------------------------
-    @_unavailable_on_connection_errors
-    async def get_safety_record(self, user: UserRef) -> SafetyRecord | None:
-        raw = await self._redis.hget(f"{user_prefix(user)}:safety", "record")
-        return SafetyRecord.from_json(json.loads(raw)) if raw else None
-
-    @_unavailable_on_connection_errors
-    async def save_safety_update(
-        self, user: UserRef, record: SafetyRecord, pinned: list[MemoryItem], events: list[OutboxEvent], now: datetime
-    ) -> None:
-        # The outbox is on its own slot, so this is two atomic steps, and the order matters.
-        # 1. the events, each a no-op if its id was queued before. Event ids are derived from
-        # the user, the episode and the severity, so a retry after a failure below queues nothing
-        # twice. The other order could lose an escalation: a record saying "escalated" whose
-        # event never reached the outbox would never be sent, nor created again.
-        if events:
-            await self._enqueue_events(events, now)
-        # 2. the user's side, atomically: the record, the pinned memories, the version.
-        prefix = user_prefix(user)
-        data_key = await self._key(user, create=True) if pinned else None
-        args: list[Any] = [json.dumps(record.to_json()), repr(now.timestamp()), len(pinned)]
-        for item in pinned:
-            fields = _memory_fields(self._seal_memory(data_key, user, item))
-            args += [item.id, len(fields), *fields]
-        await self._save_safety(
-            keys=[f"{prefix}:safety", f"{prefix}:mems", f"{prefix}:meta", f"{prefix}:written",
-                  *(f"{prefix}:mem:{m.id}" for m in pinned)],
-            args=args,
-        )
-
-    # -- the outbox: webhook deliveries -----------------------------------------------------------
-    async def _enqueue_events(self, events: list[OutboxEvent], now: datetime) -> int:
-        args: list[Any] = [repr(now.timestamp())]
-        for event in events:
-            args += [event.id, event.tenant, event.kind, json.dumps(event.payload), repr(event.created_at.timestamp())]
-        added = await self._outbox_enqueue(
-            keys=[f"{OUTBOX}:due", f"{OUTBOX}:pending", *(f"{OUTBOX}:event:{e.id}" for e in events)], args=args
-        )
-        return int(added)
-
-    @_unavailable_on_connection_errors
-    async def enqueue_outbox(self, event: OutboxEvent, now: datetime) -> bool:
-        return await self._enqueue_events([event], now) == 1
-
-    @_unavailable_on_connection_errors
-    async def claim_outbox(self, limit: int, now: datetime, lease: timedelta) -> list[OutboxEvent]:
-        # Leases are scores in the ``due`` zset on the caller's clock, as in SQLite: no
-        # server-side idle time to reconcile (unlike the queue's XAUTOCLAIM).
-        rows = await self._outbox_claim(
-            keys=[f"{OUTBOX}:due"],
-            args=[repr(now.timestamp()), limit, repr((now + lease).timestamp()), f"{OUTBOX}:event:"],
-        )
-        return [
-            OutboxEvent(
-                id=event_id.decode(), tenant=tenant.decode(), kind=kind.decode(), payload=json.loads(payload),
-                created_at=_dt(created_at), attempts=int(attempts),  # type: ignore[arg-type]
-            )
-            for event_id, tenant, kind, payload, created_at, attempts in rows
-        ]
-
-    @_unavailable_on_connection_errors
-    async def ack_outbox(self, event_id: str, now: datetime) -> None:
-        await self._outbox_ack(
-            keys=[f"{OUTBOX}:event:{event_id}", f"{OUTBOX}:due", f"{OUTBOX}:pending"],
-            args=[event_id, repr(now.timestamp()), DONE_TTL],
-        )
-
-    @_unavailable_on_connection_errors
-    async def retry_outbox(self, event_id: str, error: str, available_at: datetime | None) -> None:
-        await self._outbox_retry(
-            keys=[f"{OUTBOX}:event:{event_id}", f"{OUTBOX}:due", f"{OUTBOX}:pending"],
-            args=[event_id, error[:500], repr(available_at.timestamp()) if available_at else "", FAILED_TTL],
-        )
-
-    @_unavailable_on_connection_errors
-    async def pending_outbox(self, tenant: str | None = None) -> int:
-        count = await self._redis.hget(f"{OUTBOX}:pending", "*" if tenant is None else f"t:{tenant}")
-        return int(count) if count else 0
-
-    # -- the extraction queue -----------------------------------------------------------------
-    @_unavailable_on_connection_errors
-    async def enqueue_extraction(self, job: ExtractionJob, now: datetime) -> bool:
-        data_key = await self._key(job.user, create=True)
-        added = await self._enqueue(
-            keys=[f"{QUEUE}:job:{job.id}", f"{QUEUE}:stream", f"{QUEUE}:pending"],
-            args=[
-                job.id, job.user.tenant, job.user.user, job.session_id,
-                json.dumps([_message_to_json(self._seal_message(data_key, job.user, m)) for m in job.messages]),
-                repr(now.timestamp()),
-            ],
-        )
-        return added == 1
-
-    @_unavailable_on_connection_errors
-    async def claim_extraction_jobs(self, limit: int, now: datetime, lease: timedelta) -> list[ExtractionJob]:
-        # XAUTOCLAIM measures idleness on the server's clock; ``now`` may run ahead of the wall
-        # clock (tests, or a caller that looks ahead), and that lead shortens the idle time needed.
-        lead = now - datetime.now(timezone.utc)
-        min_idle_ms = max(0, int((lease - lead).total_seconds() * 1000))
-        keys = [f"{QUEUE}:stream", f"{QUEUE}:delayed"]
-        args = [GROUP, self.consumer, repr(now.timestamp()), min_idle_ms, limit, f"{QUEUE}:job:",
-                repr((now + lease).timestamp())]
-        try:
-            rows = await self._claim(keys=keys, args=args)
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            await self.open()  # Redis was down at start-up, or its data was wiped: set the queue up
-            rows = await self._claim(keys=keys, args=args)
-        jobs = []
-        for job_id, attempts, tenant, user, session, messages in rows:
-            owner = UserRef(tenant.decode(), user.decode())
-            data_key = await self._key(owner, create=False)
-            jobs.append(
-                ExtractionJob(
-                    id=job_id.decode(),
-                    user=owner,
-                    session_id=session.decode(),
-                    messages=[self._unseal_message(data_key, owner, _message_from_json(m)) for m in json.loads(messages)],
-                    attempts=int(attempts),
-                )
-            )
-        return jobs
-
-    @_unavailable_on_connection_errors
-    async def commit_extraction(
-        self, job: ExtractionJob, added: list[MemoryItem], reinforced: list[MemoryItem]
-    ) -> None:
-        if job.attempts > 0 and not await self._redis.exists(f"{QUEUE}:job:{job.id}"):
-            return  # a claimed job whose record is gone: erased while it was being processed
-        prefix = user_prefix(job.user)
-        data_key = await self._key(job.user, create=True)
-        args: list[Any] = [DONE_TTL, "", len(job.messages)]
-        for message in job.messages:
-            args += [message.id, json.dumps(_message_to_json(self._seal_message(data_key, job.user, message)))]
-        args.append(len(added))
-        for item in added:
-            fields = _memory_fields(self._seal_memory(data_key, job.user, item))
-            args += [item.id, len(fields), *fields]
-        args.append(len(reinforced))
-        for item in reinforced:
-            fields = _reinforcement_fields(item)
-            args += [item.id, len(fields), *fields]
-        # 1. the user's side, atomically: memories, messages, version, "this job is done"
-        await self._commit(
-            keys=[
-                f"{prefix}:done:{job.id}", f"{prefix}:msgs", f"{prefix}:mems", f"{prefix}:meta", f"{prefix}:written",
-                *(f"{prefix}:mem:{item.id}" for item in [*added, *reinforced]),
-            ],
-            args=args,
-        )
-        # 2. the queue's side: acknowledge. A crash between 1 and 2 redelivers the job, and the
-        # done marker makes its second commit a no-op before this step runs again.
-        await self._finish(
-            keys=[f"{QUEUE}:job:{job.id}", f"{QUEUE}:stream", f"{QUEUE}:delayed", f"{QUEUE}:pending"],
-            args=[GROUP, DONE_TTL, job.id],
-        )
-
-    @_unavailable_on_connection_errors
-    async def retry_extraction(self, job_id: str, error: str, available_at: datetime | None) -> None:
-        await self._retry(
-            keys=[f"{QUEUE}:job:{job_id}", f"{QUEUE}:stream", f"{QUEUE}:delayed", f"{QUEUE}:pending"],
-            args=[GROUP, error[:500], repr(available_at.timestamp()) if available_at else "", job_id, FAILED_TTL],
-        )
-
-    @_unavailable_on_connection_errors
-    async def pending_extractions(self, user: UserRef | None = None) -> int:
-        field = "*" if user is None else f"{user.tenant}:{user.user}"
-        count = await self._redis.hget(f"{QUEUE}:pending", field)
-        return int(count) if count else 0
 
     # -- traces ---------------------------------------------------------------------------------
     @staticmethod
@@ -629,209 +306,4 @@ class RedisStore:
         user = UserRef(tenant, data["u"])
         return json.loads(self._unseal(await self._key(user, create=False), user, data["p"], "trace"))  # type: ignore[arg-type]
 
-    # -- compliance: erasure, export, audit -------------------------------------------------------
-    @_unavailable_on_connection_errors
-    async def user_exists(self, user: UserRef) -> bool:
-        prefix = user_prefix(user)
-        found = await self._redis.exists(f"{prefix}:sessions", f"{prefix}:mems", f"{prefix}:msgs", f"{prefix}:safety")
-        return found > 0
 
-    @_unavailable_on_connection_errors
-    async def load_messages(self, user: UserRef, message_ids: list[str]) -> list[Message]:
-        ids = list(dict.fromkeys(message_ids))
-        if not ids:
-            return []
-        rows = await self._redis.hmget(f"{user_prefix(user)}:msgs", ids)
-        data_key = await self._key(user, create=False)
-        return [self._unseal_message(data_key, user, _message_from_json(json.loads(row))) for row in rows if row]
-
-    async def _scan(self, pattern: str) -> list[bytes]:
-        return [key async for key in self._redis.scan_iter(match=pattern, count=1000)]
-
-    async def _user_jobs(self, user: UserRef) -> list[tuple[str, dict[bytes, bytes]]]:
-        """The user's job records on the queue. A scan: erasure is rare, and an index per user
-        would be one more key to keep right on every enqueue."""
-        found = []
-        prefix = f"{QUEUE}:job:"
-        for key in await self._scan(_glob(prefix) + "*"):
-            record = await self._redis.hgetall(key)
-            if record.get(b"tenant", b"").decode() == user.tenant and record.get(b"user", b"").decode() == user.user:
-                found.append((key.decode().removeprefix(prefix), record))
-        return found
-
-    async def _drop_jobs(self, job_ids: list[str]) -> int:
-        if not job_ids:
-            return 0
-        return int(await self._queue_drop(
-            keys=[f"{QUEUE}:stream", f"{QUEUE}:delayed", f"{QUEUE}:pending"], args=[GROUP, f"{QUEUE}:job:", *job_ids]
-        ))
-
-    async def _erase_traces(self, user: UserRef, refs: set[str] | None) -> int:
-        """Traces of the user holding any of ``refs`` (None: all of them)."""
-        index = f"{user_prefix(user)}:traces"
-        held = await self._redis.hgetall(index)
-        doomed = [t.decode() for t, ids in held.items() if refs is None or refs & set(ids.decode().split())]
-        for trace_id in doomed:
-            await self._redis.delete(self._trace_key(user.tenant, trace_id))
-            await self._redis.hdel(index, trace_id)
-        return len(doomed)
-
-    async def _forget_in_safety_record(self, user: UserRef, message_ids: set[str]) -> int:
-        key = f"{user_prefix(user)}:safety"
-        async with self._redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.hget(key, "record")
-                    if not raw:
-                        return 0
-                    record = json.loads(raw)
-                    kept = [m for m in record.get("seen_message_ids", []) if m not in message_ids]
-                    removed = len(record.get("seen_message_ids", [])) - len(kept)
-                    if not removed:
-                        return 0
-                    record["seen_message_ids"] = kept
-                    pipe.multi()
-                    pipe.hset(key, "record", json.dumps(record))
-                    await pipe.execute()
-                    return removed
-                except WatchError:
-                    continue
-
-    @_unavailable_on_connection_errors
-    async def erase_memory(self, user: UserRef, memory_id: str, now: datetime) -> ErasureReceipt | None:
-        prefix = user_prefix(user)
-        raw_sources = await self._redis.hget(f"{prefix}:mem:{memory_id}", "src")
-        if raw_sources is None:
-            return None
-        sources: list[str] = json.loads(raw_sources)
-        # Jobs first: a queued job holding the source messages would extract the memory again.
-        holding = []
-        for job_id, record in await self._user_jobs(user):
-            messages = json.loads(record.get(b"messages", b"[]"))
-            if {m["id"] for m in messages} & set(sources):
-                holding.append(job_id)
-        deleted, had_embedding, messages_removed = await self._erase_memory(
-            keys=[f"{prefix}:mem:{memory_id}", f"{prefix}:mems", f"{prefix}:meta", f"{prefix}:msgs", f"{prefix}:written"],
-            args=[memory_id, *sources],
-        )
-        if not deleted:
-            return None  # erased by someone else in between
-        receipt = ErasureReceipt(user, now, memory_id)
-        receipt.count("memories", 1)
-        receipt.count("embeddings", had_embedding)
-        receipt.count("messages", messages_removed)
-        receipt.count("extraction_jobs", await self._drop_jobs(holding))
-        receipt.count("traces", await self._erase_traces(user, {memory_id, *sources}))
-        receipt.count("safety_references", await self._forget_in_safety_record(user, set(sources)))
-        # Entities: its links, and any entity it was the last memory of. The arc: the signals
-        # (mood, topics) of the messages it came from.
-        links, entities = await self.unlink_memory(user, memory_id)
-        receipt.count("entity_links", links)
-        receipt.count("entities", entities)
-        receipt.count("message_signals", await self._redis.hdel(f"{prefix}:signals", *sources) if sources else 0)
-        return receipt
-
-    @_unavailable_on_connection_errors
-    async def erase_user(self, user: UserRef, now: datetime) -> ErasureReceipt:
-        receipt = ErasureReceipt(user, now)
-        prefix = user_prefix(user)
-        receipt.count("memories", await self._redis.zcard(f"{prefix}:mems"))
-        receipt.count("messages", await self._redis.hlen(f"{prefix}:msgs"))
-        receipt.count("sessions", await self._redis.zcard(f"{prefix}:sessions"))
-        receipt.count("safety_records", await self._redis.exists(f"{prefix}:safety"))
-        receipt.count("data_keys", await self._redis.exists(f"{prefix}:dek"))
-        receipt.count("extraction_jobs", await self._drop_jobs([job_id for job_id, _ in await self._user_jobs(user)]))
-        receipt.count("traces", await self._erase_traces(user, None))
-        receipt.count("entities", await self._redis.hlen(f"{prefix}:entities"))
-        receipt.count("message_signals", await self._redis.hlen(f"{prefix}:signals"))
-        links = 0
-        for key in await self._scan(_glob(prefix) + ":ent:*"):
-            links += await self._redis.scard(key)
-        receipt.count("entity_links", links)
-        events = []
-        for key in await self._scan(_glob(f"{OUTBOX}:event:") + "*"):
-            record = await self._redis.hgetall(key)
-            payload = json.loads(record.get(b"payload", b"{}"))
-            if record.get(b"tenant", b"").decode() == user.tenant and payload.get("user") == user.user:
-                events.append(key.decode().removeprefix(f"{OUTBOX}:event:"))
-        dropped = 0
-        if events:
-            dropped = await self._outbox_drop(keys=[f"{OUTBOX}:due", f"{OUTBOX}:pending"], args=[f"{OUTBOX}:event:", *events])
-        receipt.count("outbox_events", int(dropped))
-        # Everything under the user's hash tag: memories, messages, sessions, safety, the data
-        # key (crypto-shredding), done markers, the version.
-        keys = await self._scan(_glob(prefix) + ":*")
-        receipt.count("embeddings", sum([
-            await self._redis.hexists(k, "emb") for k in keys if k.decode().startswith(f"{prefix}:mem:")
-        ]))
-        for start in range(0, len(keys), 500):
-            await self._redis.delete(*keys[start:start + 500])
-        return receipt
-
-    # -- the audit chain ---------------------------------------------------------------------------
-    @staticmethod
-    def _audit_keys(tenant: str) -> tuple[str, str]:
-        tag = f"salience:{{audit:{_escape(tenant)}}}"
-        return f"{tag}:log", f"{tag}:head"
-
-    @_unavailable_on_connection_errors
-    async def append_audit(self, tenant: str, drafts: list[AuditDraft], now: datetime) -> list[AuditEntry]:
-        log_key, head_key = self._audit_keys(tenant)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            while True:  # optimistic: another replica appending in between retries the chaining
-                try:
-                    await pipe.watch(head_key)
-                    seq_raw, prev_raw = await pipe.hmget(head_key, "seq", "hash")
-                    seq = int(seq_raw) if seq_raw else 0
-                    prev = prev_raw.decode() if prev_raw else GENESIS_HASH
-                    entries = []
-                    for draft in drafts:
-                        seq += 1
-                        entry = chain_entry(draft, seq, prev, now)
-                        entries.append(entry)
-                        prev = entry.hash
-                    pipe.multi()
-                    if entries:
-                        pipe.rpush(log_key, *(json.dumps(e.to_json()) for e in entries))
-                        pipe.hset(head_key, mapping={"seq": seq, "hash": prev})
-                    await pipe.execute()
-                    return entries
-                except WatchError:
-                    continue
-
-    @_unavailable_on_connection_errors
-    async def list_audit(self, tenant: str, user: str | None = None) -> list[AuditEntry]:
-        log_key, _ = self._audit_keys(tenant)
-        entries = [AuditEntry.from_json(json.loads(raw)) for raw in await self._redis.lrange(log_key, 0, -1)]
-        return entries if user is None else [e for e in entries if e.user == user]
-
-    @_unavailable_on_connection_errors
-    async def audit_head(self, tenant: str) -> tuple[int, str] | None:
-        _, head_key = self._audit_keys(tenant)
-        seq, digest = await self._redis.hmget(head_key, "seq", "hash")
-        return (int(seq), digest.decode()) if seq else None
-
-    @_unavailable_on_connection_errors
-    async def expired_memories(self, tenant: str, before: datetime, limit: int) -> list[tuple[UserRef, str]]:
-        found: list[tuple[UserRef, str]] = []
-        tag = f"salience:{{{_escape(tenant)}:"
-        async for key in self._redis.scan_iter(match=_glob(tag) + "*}:mem:*", count=1000):
-            name = key.decode()
-            created, pinned = await self._redis.hmget(key, "at", "pin")
-            if pinned == b"1" or created is None or float(created) >= before.timestamp():
-                continue
-            user_part = name[len(tag):name.index("}:mem:")]
-            found.append((UserRef(tenant, _unescape(user_part)), name[name.index("}:mem:") + 6:]))
-            if len(found) >= limit:
-                break
-        return found
-
-
-def _glob(text: str) -> str:
-    """``text`` as a literal in a SCAN MATCH pattern."""
-    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
-
-
-def _unescape(part: str) -> str:
-    return part.replace("%3A", ":").replace("%7D", "}").replace("%7B", "{").replace("%25", "%")

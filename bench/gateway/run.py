@@ -50,6 +50,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE.parent))  # bench/, for processes.py
+
+from processes import Service, free_port  # noqa: E402
 API_KEY = "sk-bench-relay-0123456789"
 LITELLM_TRANSPORT_KEY = "sk-bench-litellm-0123456789"
 # LiteLLM's proxy refuses to start without a strong master key; requests carry it.
@@ -74,14 +77,6 @@ console = Console(stderr=True)
 
 
 # --- processes -------------------------------------------------------------------------------
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def process_tree(pid: int) -> list[int]:
     """The process and all its descendants, from /proc (LiteLLM may run worker processes)."""
@@ -119,43 +114,6 @@ def rss_mb(pid: int) -> float:
         except (OSError, StopIteration):
             continue
     return round(total / 1024, 1)
-
-
-class Service:
-    """A server process on a free port, waited for until ``ready_path`` answers."""
-
-    def __init__(self, name: str, argv: list[str], port: int, ready_path: str, log: Path, env: dict[str, str]) -> None:
-        self.name, self.port, self.ready_path, self.log = name, port, ready_path, log
-        self.url = f"http://127.0.0.1:{port}"
-        with open(log, "ab") as handle:
-            self.process = subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                if httpx.get(self.url + self.ready_path, timeout=2).status_code < 500:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.name} did not start; its log ({self.log}):\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
 
 
 def base_env() -> dict[str, str]:

@@ -23,13 +23,10 @@ import asyncio
 import json
 import os
 import random
-import shutil
-import socket
-import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import replace
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -40,33 +37,10 @@ from salience.store.base import open_store
 
 from run import synthetic_memories  # noqa: E402  (bench/recall_scale/run.py, beside this file)
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/, for processes.py
+from processes import PrivateRedis  # noqa: E402
+
 USER = UserRef("bench", "catch-up")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed: pass --redis-url or --backends sqlite")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(directory)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    process.terminate()
-    raise SystemExit("redis-server did not start")
 
 
 def extraction(round_no: int, held: list[MemoryItem], rng: random.Random) -> tuple[ExtractionJob, list[MemoryItem], list[MemoryItem]]:
@@ -138,22 +112,22 @@ async def main() -> None:
         cipher = TenantKeyring({USER.tenant: "a-master-key-for-the-benchmark-only-0123456789"})
     rows = []
     with tempfile.TemporaryDirectory() as work:
-        redis_process = None
+        private_redis = None
         try:
             for backend in args.backends:
                 for mode in args.modes:
                     if backend == "sqlite":
                         url = f"sqlite:///{Path(work) / f'catch-up-{mode}.db'}"
                     else:
-                        if args.redis_url is None and redis_process is None:
-                            redis_process, args.redis_url = start_redis(Path(work))
+                        if args.redis_url is None and private_redis is None:
+                            private_redis = PrivateRedis(Path(work) / "redis")
+                            args.redis_url = private_redis.url
                         url = args.redis_url
                     rows.append(await measure(url, mode, args.memories, args.rounds, cipher))
                     print(rows[-1], flush=True)
         finally:
-            if redis_process is not None:
-                redis_process.terminate()
-                redis_process.wait(timeout=10)
+            if private_redis is not None:
+                private_redis.stop()
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"cores": os.cpu_count(), "encrypted": args.encrypt, "rows": rows}
     (args.out / "catch_up.json").write_text(json.dumps(meta, indent=2))

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from common import PrivateRedis, Replica
+from common import PrivateRedis, start_replica
 
 API_KEY = "sk-bench-replicas-key"
 NAMES = ["Ana", "Ben", "Chloe", "Dev", "Ema", "Farid", "Gus", "Hiro", "Ines", "Jon"]
@@ -117,7 +117,7 @@ def main() -> None:
         )
         redis = PrivateRedis(root / "redis")
         replicas = [
-            Replica(root / "config", redis.url, root / f"replica-{name}.log", {"SALIENCE_DATA_DIR": str(root / name)})
+            start_replica(root / "config", redis.url, root / f"replica-{name}.log", {"SALIENCE_DATA_DIR": str(root / name)})
             for name in ("a", "b")
         ]
         try:

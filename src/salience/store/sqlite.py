@@ -175,11 +175,7 @@ class SQLiteStore(SQLitePersonModel, SQLiteSafety, SQLiteOutbox, SQLiteQueue, SQ
                 if requested:
                     session_id = requested
                 else:
-                    row = conn.execute(
-                        "SELECT id, last_seen_at FROM sessions WHERE tenant=? AND user_id=?"
-                        " ORDER BY last_seen_at DESC LIMIT 1",
-                        (user.tenant, user.user),
-                    ).fetchone()
+                    row = _latest_session(conn, user)
                     recent = row is not None and now.timestamp() - row["last_seen_at"] <= inactivity_gap.total_seconds()
                     session_id = row["id"] if recent else new_id("sess")
                 conn.execute(
@@ -208,10 +204,7 @@ class SQLiteStore(SQLitePersonModel, SQLiteSafety, SQLiteOutbox, SQLiteQueue, SQ
                 (user.tenant, user.user, requested),
             ).fetchone()
         else:
-            row = conn.execute(
-                "SELECT id, last_seen_at FROM sessions WHERE tenant=? AND user_id=? ORDER BY last_seen_at DESC LIMIT 1",
-                (user.tenant, user.user),
-            ).fetchone()
+            row = _latest_session(conn, user)
         if row is None:
             return None
         age = now.timestamp() - row["last_seen_at"]
@@ -388,3 +381,10 @@ class SQLiteStore(SQLitePersonModel, SQLiteSafety, SQLiteOutbox, SQLiteQueue, SQ
 
         return await self._run(get)
 
+
+def _latest_session(conn: sqlite3.Connection, user: UserRef) -> sqlite3.Row | None:
+    """The user's most recently active session (id, last_seen_at)."""
+    return conn.execute(
+        "SELECT id, last_seen_at FROM sessions WHERE tenant=? AND user_id=? ORDER BY last_seen_at DESC LIMIT 1",
+        (user.tenant, user.user),
+    ).fetchone()

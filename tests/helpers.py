@@ -27,6 +27,18 @@ async def wait_for_memories(http: httpx.AsyncClient, user: str, at_least: int = 
         await asyncio.sleep(0.1)
 
 
+async def wait_for_arc(http: httpx.AsyncClient, user: str, sessions: int = 1, timeout: float = 30) -> dict[str, Any]:
+    """Poll the arc API until the user's arc counts ``sessions`` (its signals are written by
+    extraction, which is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await http.get(f"/v1/users/{user}/arc")
+        arc = response.json() if response.status_code == 200 else {}
+        if arc.get("sessions_considered", 0) >= sessions or time.monotonic() > deadline:
+            return arc
+        await asyncio.sleep(0.1)
+
+
 def memory_block(messages: list[dict[str, Any]]) -> str:
     """The injected memory message's content, or '' when nothing was injected."""
     blocks = [m["content"] for m in messages if m.get("role") == "system" and "<salience_memory>" in str(m.get("content"))]

@@ -17,6 +17,7 @@ from salience.background import Poller
 from salience.memory.consolidate import consolidate, replacement
 from salience.memory.embed import Embedder
 from salience.memory.extract import Extractor
+from salience.memory.memory_set import MemoryCache, MemorySet
 from salience.memory.person import update_person_model
 from salience.model import ExtractionJob, MemoryItem, Message, utcnow
 from salience.safety.detect import RuleBasedDetector
@@ -26,7 +27,8 @@ log = logging.getLogger("salience.worker")
 
 MAX_ATTEMPTS = 5
 RELATED = 8  # existing memories shown to an extractor that decides ADD / UPDATE / DELETE / NOOP
-LEASE = timedelta(seconds=120)  # the default; salience.yaml extraction.lease_seconds sets it
+LEASE = timedelta(seconds=120)
+CACHED_USERS = 64  # memory sets the worker keeps between jobs  # the default; salience.yaml extraction.lease_seconds sets it
 
 
 class ExtractionWorker:
@@ -43,6 +45,9 @@ class ExtractionWorker:
         self.lease = lease
         self.extractor = extractor
         self.embedder = embedder
+        # The memories each job is consolidated against, kept current with what was written
+        # since the last job rather than loaded whole every time (10k memories: ~0.5 s).
+        self.memories = MemoryCache(store, max_users=CACHED_USERS, serve_stale=False)
         self.poll_seconds = poll_seconds
         self.batch = batch
         # Told of every job committed (the audit log, the serving process's caches); set by ``Services``.
@@ -58,52 +63,53 @@ class ExtractionWorker:
         The idempotency key is the message: a message some memory already came from is not
         extracted again. Entities and arc signals are written before the commit (they are
         keyed by stable ids, so a job that runs again rewrites the same rows)."""
+        memories = None
         if getattr(self.extractor, "uses_known_memories", False):
-            existing = await self.store.load_memories(job.user)
-            fresh = [m for m in job.messages if m.id not in _counted(existing)]
-            known = await self._related(fresh, existing)
+            memories = await self.memories.get(job.user)
+            fresh = [m for m in job.messages if m.id not in memories.counted_sources()]
+            known = await self._related(fresh, memories)
             candidates = []
             if fresh:  # ``known`` only for an extractor that asks for it: the protocol's older form still works
                 candidates = await (self.extractor.extract(fresh, known) if known else self.extractor.extract(fresh))
         else:
-            # Extract first: most turns yield nothing, and then the user's memories (for 10k of
-            # them, ~0.5 s to load) are not needed. An extractor not shown known memories (the
-            # offline one) reads each message on its own, so dropping the candidates of messages
-            # already counted is the same as extracting only the others.
+            # Extract first: most turns yield nothing, and then the user's memories are not
+            # needed. An extractor not shown known memories (the offline one) reads each message
+            # on its own, so dropping the candidates of messages already counted is the same as
+            # extracting only the others.
             candidates = await self.extractor.extract(job.messages) if job.messages else []
-            existing = await self.store.load_memories(job.user) if candidates else []
-            counted = _counted(existing)
-            candidates = [c for c in candidates if not set(c.sources) <= counted]
+            if candidates:
+                memories = await self.memories.get(job.user)
+                counted = memories.counted_sources()
+                candidates = [c for c in candidates if not set(c.sources) <= counted]
         edits = [c for c in candidates if c.action != "add"]
         additions = [c for c in candidates if c.action == "add"]
         added: list[MemoryItem] = []
         reinforced: list[MemoryItem] = []
-        if additions:
+        if additions and memories is not None:
             embeddings = await self.embedder.embed([c.text for c in additions])
-            added, reinforced = consolidate(job.user, additions, embeddings, existing)
-        replaced = {m.id: m for m in existing}
+            added, reinforced = consolidate(job.user, additions, embeddings, memories.items, memories.matrix)
         for edit in edits:  # the LLM extractor's UPDATE / DELETE of a memory it was shown
-            if edit.target in replaced and edit.action == "update":
+            target = memories.item(edit.target) if memories is not None else None
+            if target is not None and edit.action == "update":
                 vector = (await self.embedder.embed([edit.text]))[0]
-                added.append(replacement(job.user, edit, replaced[edit.target], vector))
+                added.append(replacement(job.user, edit, target, vector))
         await update_person_model(self.store, job.user, job.messages, added, self._flagged)
         for edit in edits:
-            if edit.target in replaced:
+            if memories is not None and memories.item(edit.target) is not None:
                 await self.store.delete_memory(job.user, edit.target)
         await self.store.commit_extraction(job, added, reinforced)
         if self.on_commit is not None:  # also with nothing added: the arc signals were written
             await self.on_commit(job, added, reinforced)
         return len(added), len(reinforced)
 
-    async def _related(self, messages: list[Message], existing: list[MemoryItem]) -> list[MemoryItem]:
+    async def _related(self, messages: list[Message], memories: MemorySet) -> list[MemoryItem]:
         """The user's memories closest to what the exchange says: what an UPDATE or DELETE can name."""
         text = " ".join(m.content for m in messages if m.role == "user").strip()
-        pool = [m for m in existing if m.embedding is not None and not m.pinned]
-        if not text or not pool:
+        if not text or not memories.items:
             return []
         query = (await self.embedder.embed([text]))[0]
-        similarity = np.stack([m.embedding for m in pool]) @ query
-        return [pool[int(i)] for i in np.argsort(-similarity)[:RELATED]]
+        similarity = memories.matrix @ query
+        return [memories.items[int(i)] for i in np.argsort(-similarity)[:RELATED]]
 
     def _flagged(self, text: str) -> bool:
         return bool(self._detector.detect_sync(text))
@@ -141,9 +147,3 @@ class ExtractionWorker:
 
     async def stop(self) -> None:
         await self._poller.stop()
-
-
-def _counted(existing: list[MemoryItem]) -> set[str]:
-    """The messages some memory already came from (a pinned safety memory cites the messages it
-    was screened from: they still get extracted)."""
-    return {source for memory in existing if not memory.pinned for source in memory.sources}

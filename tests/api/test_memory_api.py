@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import STORE_BACKENDS
+from tests.helpers import wait_for_arc
 
 pytestmark = pytest.mark.parametrize("store_backend", STORE_BACKENDS, indirect=True)
 
@@ -82,6 +83,7 @@ async def test_recall_with_nothing_stored_is_not_found_and_says_so(make_proxy):
         await client.chat.completions.create(
             model="m", messages=[{"role": "user", "content": "hi"}], extra_headers={"X-Salience-User": "nobody"}
         )
+        await wait_for_arc(http, "nobody")  # the exchange has been through extraction
         asked_about_past = (await http.post("/v1/users/nobody/recall", json={"query": "do you remember my dog?"})).json()
         not_about_past = (await http.post("/v1/users/nobody/recall", json={"query": "what should I cook tonight?"})).json()
     assert asked_about_past["found"] is False and asked_about_past["items"] == []

@@ -36,14 +36,14 @@ def test_a_repeated_mention_reinforces_instead_of_duplicating():
     user = UserRef("t", "u")
     vector = np.array([1.0, 0.0], dtype=np.float32)
     first = Candidate("I run every morning.", "fact", 0.4, "user", WHEN, ("m1",))
-    [added], [] = consolidate(user, [first], vector[None, :], [])
+    [added], [] = consolidate(user, [first], vector[None, :], [], np.zeros((0, 2)))
     again = Candidate("I run every morning!", "fact", 0.4, "user", WHEN.replace(day=9), ("m2",))
-    none_added, [reinforced] = consolidate(user, [again], vector[None, :], [added])
+    none_added, [reinforced] = consolidate(user, [again], vector[None, :], [added], vector[None, :])
     assert none_added == []
     assert reinforced.id == added.id and reinforced.mention_count == 2
     assert reinforced.sources == ["m1", "m2"] and reinforced.last_reinforced_at == WHEN.replace(day=9)
     # the same message delivered twice does not count twice
-    assert consolidate(user, [again], vector[None, :], [reinforced]) == ([], [])
+    assert consolidate(user, [again], vector[None, :], [reinforced], vector[None, :]) == ([], [])
 
 
 def test_context_block_is_dated_oldest_first_and_cannot_be_closed_by_user_text():

@@ -19,11 +19,13 @@ def consolidate(
     user: UserRef,
     candidates: list[Candidate],
     embeddings: np.ndarray,
-    existing: list[MemoryItem],
+    known: list[MemoryItem],
+    known_matrix: np.ndarray,
 ) -> tuple[list[MemoryItem], list[MemoryItem]]:
-    """Split candidates into new memories and reinforcements of existing ones."""
-    known = [m for m in existing if m.embedding is not None]
-    known_matrix = np.stack([m.embedding for m in known]) if known else np.zeros((0, embeddings.shape[1]))
+    """Split candidates into new memories and reinforcements of the ``known`` ones (the user's
+    ranked memories, ``known_matrix`` their embeddings, one row each)."""
+    known = list(known)
+    known_matrix = known_matrix.reshape(len(known), embeddings.shape[1]) if known else np.zeros((0, embeddings.shape[1]))
     added: list[MemoryItem] = []
     reinforced: dict[str, MemoryItem] = {}
 

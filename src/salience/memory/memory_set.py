@@ -123,7 +123,7 @@ class MemorySet:
                 return None
         removed = sorted(self.ids[memory_id] for memory_id in gone if memory_id in self.ids)
         if not (replaced or joining or removed):  # only pinned or unranked memories changed
-            new = copy.copy(self)
+            new = copy.copy(self)  # the ranked memories, and so the counted sources, are the same
             new.version, new.pinned_items, new.unranked = version, list(pinned.values()), frozenset(unranked)
             return new
         return self._rebuilt(version, replaced, joining, removed, list(pinned.values()), frozenset(unranked))
@@ -170,11 +170,27 @@ class MemorySet:
             new._day_labels = {int(moved[i]): label for i, label in self._day_labels.items() if moved[i] >= 0}
         else:
             new._line_tokens, new._day_labels = dict(self._line_tokens), dict(self._day_labels)
+            counted = self.__dict__.get("_counted")
+            if counted is not None:  # a reinforcement only adds sources; nothing left
+                new._counted = counted.union(*(m.sources for m in [*replaced.values(), *joining]))
         new._about = {
             name: np.concatenate([mask[kept], np.array([m.speaker == name or name in m.text for m in joining], dtype=bool)])
             for name, mask in self._about.items()
         }
         return new
+
+    def item(self, memory_id: str) -> MemoryItem | None:
+        """A ranked memory by id."""
+        index = self.ids.get(memory_id)
+        return self.items[index] if index is not None else None
+
+    def counted_sources(self) -> frozenset[str]:
+        """The messages some ranked memory came from (what extraction must not count twice);
+        worked out once per set."""
+        counted = self.__dict__.get("_counted")
+        if counted is None:
+            counted = self.__dict__["_counted"] = frozenset(s for m in self.items for s in m.sources)
+        return counted
 
     def best_in_message(self, score: np.ndarray) -> np.ndarray:
         """For each memory, the best score among memories said in the same message: the
@@ -262,9 +278,12 @@ class MemoryCache:
     REBUILD_SPACING = 10.0
     CATCH_UP_LIMIT = 200  # memories written since the cached version; more: a full build
 
-    def __init__(self, store: Store, max_users: int = 10_000) -> None:
+    def __init__(self, store: Store, max_users: int = 10_000, serve_stale: bool = True) -> None:
+        """``serve_stale``: False for a reader that must see every memory (the extraction worker
+        consolidates against them): a set is then always brought up to date before it is returned."""
         self.store = store
         self.max_users = max_users
+        self.serve_stale = serve_stale
         self._sets: dict[UserRef, MemorySet] = {}
         self._rebuilds = SpacedTasks("memory set rebuild", self.REBUILD_SPACING, max_users)
         self._generation: dict[UserRef, int] = {}  # moved by ``forget``: a build begun before is discarded
@@ -293,7 +312,7 @@ class MemoryCache:
                 if len(self._no_catch_up) > self.max_users:
                     self._no_catch_up.pop(next(iter(self._no_catch_up)))
             cached = self._sets.get(user)  # dropped meanwhile by ``forget``: nothing erased is served
-        if cached is not None and len(cached.items) >= self.REBUILD_IN_BACKGROUND_FROM:
+        if self.serve_stale and cached is not None and len(cached.items) >= self.REBUILD_IN_BACKGROUND_FROM:
             self._rebuilds.start(user, lambda: self._build(user, version))
             return cached, False
         return await self._build(user, version), True

@@ -108,7 +108,7 @@ class ExtractionWorker:
         if not text or not memories.items:
             return []
         query = (await self.embedder.embed([text]))[0]
-        similarity = memories.matrix @ query
+        similarity = np.einsum("ij,j->i", memories.matrix, query)
         return [memories.items[int(i)] for i in np.argsort(-similarity)[:RELATED]]
 
     def _flagged(self, text: str) -> bool:

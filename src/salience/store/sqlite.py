@@ -1,7 +1,10 @@
 """The embedded store: one SQLite file in WAL mode, migrations numbered in code.
 
-All access runs on one dedicated thread that owns the connection, so the event loop
-never blocks on disk and no two statements interleave inside a transaction.
+Writes run on one dedicated thread that owns the writing connection, so the event loop never
+blocks on disk and no two statements interleave inside a transaction. The reads a reply waits
+for (its session, the memory version, what changed since) and the large loads run on reader
+threads with connections of their own: in WAL mode they see every committed write without
+waiting for the writer, which may itself be waiting for the extraction worker's write lock.
 
 This module holds the plumbing, encryption, sessions, messages, memories and traces; the
 person model, safety records, the outbox, the extraction queue and compliance (erasure, export,
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -45,6 +49,7 @@ from salience.store.sqlite_schema import (
 T = TypeVar("T")
 # a session's last_seen_at is rewritten only when older than this (see ``_current_session``)
 LAST_SEEN_GRANULARITY = timedelta(seconds=30)
+READERS = 2  # reader threads: a large load (a memory set built afresh) does not hold up a reply's reads
 
 
 class SQLiteStore(SQLitePersonModel, SQLiteSafety, SQLiteOutbox, SQLiteQueue, SQLiteCompliance):
@@ -52,9 +57,13 @@ class SQLiteStore(SQLitePersonModel, SQLiteSafety, SQLiteOutbox, SQLiteQueue, SQ
         self.url = url
         self.cipher = cipher
         self._keys: dict[UserRef, bytes] = {}  # unwrapped data keys, only ever touched on the store thread
+        self._read_keys: dict[UserRef, bytes] = {}  # the readers' (never created there; dropped with the user)
         self.path = Path(url.removeprefix("sqlite:///"))
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salience-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._reader_local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
 
     # -- plumbing -------------------------------------------------------------------------
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -65,17 +74,34 @@ class SQLiteStore(SQLitePersonModel, SQLiteSafety, SQLiteOutbox, SQLiteQueue, SQ
         assert self._conn is not None, "store is not open"
         return fn(self._conn)
 
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` on a reader connection: reads only, each statement sees the latest commit."""
+        assert self._readers is not None, "store is not open"
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self._call_reader, fn)
+
+    def _call_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = getattr(self._reader_local, "conn", None)
+        if conn is None:
+            conn = self._reader_local.conn = self._connect()
+            conn.execute("PRAGMA query_only=ON")
+            self._reader_conns.append(conn)
+        return fn(conn)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.row_factory = sqlite3.Row
+        return conn
+
     async def open(self) -> None:
         def connect() -> None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn = self._connect()
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=5000")
             # Deleted content is overwritten with zeros, not left in free pages: erasure is real.
             conn.execute("PRAGMA secure_delete=ON")
-            conn.row_factory = sqlite3.Row
             current = conn.execute("PRAGMA user_version").fetchone()[0]
             for version, script in enumerate(MIGRATIONS, start=1):
                 if version <= current:
@@ -93,8 +119,16 @@ class SQLiteStore(SQLitePersonModel, SQLiteSafety, SQLiteOutbox, SQLiteQueue, SQ
 
         if self._conn is None:
             await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+            self._readers = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="salience-sqlite-read")
 
     async def close(self) -> None:
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+            self._readers = None
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+            self._reader_local = threading.local()
         if self._conn is not None:
             await self._run(lambda conn: conn.close())
             self._conn = None
@@ -115,13 +149,14 @@ class SQLiteStore(SQLitePersonModel, SQLiteSafety, SQLiteOutbox, SQLiteQueue, SQ
     def _key(self, conn: sqlite3.Connection, user: UserRef, create: bool) -> bytes | None:
         if self.cipher is None or not self.cipher.encrypts(user.tenant):
             return None
-        key = self._keys.get(user)
+        keys = self._keys if conn is self._conn else self._read_keys
+        key = keys.get(user)
         if key is None:
             row = conn.execute(
                 "SELECT wrapped FROM data_keys WHERE tenant=? AND user_id=?", (user.tenant, user.user)
             ).fetchone()
             if row is None:
-                if not create:
+                if not create or keys is self._read_keys:
                     return None
                 wrapped = self.cipher.new_wrapped_key(user.tenant)
                 conn.execute(
@@ -130,7 +165,7 @@ class SQLiteStore(SQLitePersonModel, SQLiteSafety, SQLiteOutbox, SQLiteQueue, SQ
                 )
             else:
                 wrapped = row[0]
-            key = self._keys[user] = self.cipher.unwrap(user.tenant, wrapped)
+            key = keys[user] = self.cipher.unwrap(user.tenant, wrapped)
         return key
 
     def _seal(self, conn: sqlite3.Connection, user: UserRef, text: str | None, field: str) -> str | None:
@@ -166,11 +201,11 @@ class SQLiteStore(SQLitePersonModel, SQLiteSafety, SQLiteOutbox, SQLiteQueue, SQ
     async def resolve_session(
         self, user: UserRef, requested: str | None, now: datetime, inactivity_gap: timedelta
     ) -> str:
-        def resolve(conn: sqlite3.Connection) -> str:
-            current = self._current_session(conn, user, requested, now, inactivity_gap)
-            if current is not None:
-                return current
+        current = await self._read(lambda conn: self._current_session(conn, user, requested, now, inactivity_gap))
+        if current is not None:
+            return current
 
+        def resolve(conn: sqlite3.Connection) -> str:
             def body() -> str:
                 if requested:
                     session_id = requested
@@ -253,7 +288,7 @@ class SQLiteStore(SQLitePersonModel, SQLiteSafety, SQLiteOutbox, SQLiteQueue, SQ
             ).fetchall()
             return [self._row_to_memory(conn, user, row, with_embedding=True) for row in rows]
 
-        return await self._run(load)
+        return await self._read(load)
 
     async def get_memory(self, user: UserRef, memory_id: str) -> MemoryItem | None:
         def get(conn: sqlite3.Connection) -> MemoryItem | None:
@@ -294,7 +329,7 @@ class SQLiteStore(SQLitePersonModel, SQLiteSafety, SQLiteOutbox, SQLiteQueue, SQ
                 ))
             return found
 
-        return await self._run(existing) if memory_ids else set()
+        return await self._read(existing) if memory_ids else set()
 
     async def memory_version(self, user: UserRef) -> int:
         def version(conn: sqlite3.Connection) -> int:
@@ -303,7 +338,7 @@ class SQLiteStore(SQLitePersonModel, SQLiteSafety, SQLiteOutbox, SQLiteQueue, SQ
             ).fetchone()
             return row[0] if row else 0
 
-        return await self._run(version)
+        return await self._read(version)
 
     async def memory_changes(self, user: UserRef, since: int, limit: int) -> MemoryChanges:
         def changes(conn: sqlite3.Connection) -> MemoryChanges:
@@ -326,7 +361,7 @@ class SQLiteStore(SQLitePersonModel, SQLiteSafety, SQLiteOutbox, SQLiteQueue, SQ
                 conn.execute("COMMIT")
             return MemoryChanges(row[0] if row else 0, count, changed)
 
-        return await self._run(changes)
+        return await self._read(changes)
 
     async def delete_memory(self, user: UserRef, memory_id: str) -> bool:
         def delete(conn: sqlite3.Connection) -> bool:

@@ -169,6 +169,7 @@ class SQLiteCompliance:
 
             receipt = self._transaction(conn, body)
             self._keys.pop(user, None)  # crypto-shredding: the data key is gone from disk and memory
+            self._read_keys.pop(user, None)
             self._reclaim(conn, vacuum=True)
             return receipt
 

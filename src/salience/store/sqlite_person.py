@@ -1,7 +1,7 @@
 """The SQLite store's person model: entities, their links to memories, and message signals.
 
-Part of ``SQLiteStore`` (sqlite.py): the methods here run on its store thread through its plumbing
-(``_run``, ``_transaction``, the sealing helpers).
+Part of ``SQLiteStore`` (sqlite.py): the methods here run through its plumbing (``_run`` on the
+store thread, ``_read`` on a reader connection, ``_transaction``, the sealing helpers).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class SQLitePersonModel:
                 for row in rows
             ]
 
-        return await self._run(load)
+        return await self._read(load)
 
     async def save_message_signals(self, user: UserRef, signals: list[MessageSignal]) -> None:
         def save(conn: sqlite3.Connection) -> None:
@@ -115,4 +115,4 @@ class SQLitePersonModel:
             ).fetchall()
             return [MessageSignal.from_json(json.loads(self._unseal(conn, user, row[0], "signal") or "{}")) for row in rows]
 
-        return await self._run(load)
+        return await self._read(load)

@@ -194,9 +194,8 @@ async def test_an_erased_user_seen_again_is_not_mixed_with_their_old_set(store):
 
 
 async def test_a_set_caught_up_while_the_user_was_erased_is_not_kept(tmp_path: Path):
-    """``forget`` (erasure) while a catch-up is reading: what it read is dropped, the set is
-    loaded again. On SQLite, whose one store thread runs calls in order, so the interleaving
-    is exact: the catch-up reads before the erasure, and is told of it only by ``forget``."""
+    """An erasure committed (and ``forget`` called, as ``compliance.erasure`` does) while a
+    catch-up had already read the changes: what it read is dropped, the set is loaded again."""
     store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
     await store.open()
     try:
@@ -205,13 +204,23 @@ async def test_a_set_caught_up_while_the_user_was_erased_is_not_kept(tmp_path: P
         cache = MemoryCache(store)
         await cache.get(USER)
         await store.commit_extraction(job("j2"), memories(10, 1, rng), [])
+        read, proceed = asyncio.Event(), asyncio.Event()
+        read_changes = store.memory_changes
+
+        async def changes_read_before_the_erasure(*args):
+            changes = await read_changes(*args)
+            read.set()
+            await proceed.wait()
+            return changes
+
+        store.memory_changes = changes_read_before_the_erasure  # type: ignore[method-assign]
         catching_up = asyncio.create_task(cache.get_checked(USER))
-        await asyncio.sleep(0)  # it asks for the version...
-        await store.memory_version(USER)  # ...gets it, and asks for the changes, before this returns
-        erasing = asyncio.create_task(store.erase_memory(USER, "mem_3", utcnow()))  # runs after that read
-        cache.forget(USER)  # as ``compliance.erasure`` does
+        await read.wait()
+        store.memory_changes = read_changes  # type: ignore[method-assign]
+        assert await store.erase_memory(USER, "mem_3", utcnow()) is not None
+        cache.forget(USER)
+        proceed.set()
         memory_set, current = await catching_up
-        await erasing
         assert current and "mem_3" not in memory_set.ids and "mem_10" in memory_set.ids
         assert cache._sets[USER] is memory_set
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import math
 import re
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from salience.background import SpacedTasks
 from salience.memory.inject import day_label, render_line
 from salience.memory.lexical import LexicalIndex
+from salience.memory.salience import salience_array
 from salience.memory.tokens import count_tokens
 from salience.model import MemoryItem, UserRef
 from salience.store.base import Store
@@ -52,7 +54,7 @@ class MemorySet:
         self._groups: dict[str, int] = {}
         self._sessions: dict[str, int] = {}
         self._group(items, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype=object))
-        self._line_tokens: dict[int, int] = {}
+        self._line_tokens = np.full(len(items), -1, dtype=np.int64)  # -1: not counted yet
         self._day_labels: dict[int, str] = {}
         self._about: dict[str, np.ndarray] = {}
 
@@ -123,7 +125,7 @@ class MemorySet:
                 return None
         removed = sorted(self.ids[memory_id] for memory_id in gone if memory_id in self.ids)
         if not (replaced or joining or removed):  # only pinned or unranked memories changed
-            new = copy.copy(self)  # the ranked memories, and so the counted sources, are the same
+            new = copy.copy(self)  # the ranked memories, and so the counted sources and salience, are the same
             new.version, new.pinned_items, new.unranked = version, list(pinned.values()), frozenset(unranked)
             return new
         return self._rebuilt(version, replaced, joining, removed, list(pinned.values()), frozenset(unranked))
@@ -166,10 +168,11 @@ class MemorySet:
         if removed:
             moved = np.full(count, -1, dtype=np.int64)
             moved[kept] = np.arange(len(kept))
-            new._line_tokens = {int(moved[i]): n for i, n in self._line_tokens.items() if moved[i] >= 0}
+            new._line_tokens = np.concatenate([self._line_tokens[kept], np.full(len(joining), -1, dtype=np.int64)])
             new._day_labels = {int(moved[i]): label for i, label in self._day_labels.items() if moved[i] >= 0}
         else:
-            new._line_tokens, new._day_labels = dict(self._line_tokens), dict(self._day_labels)
+            new._line_tokens = np.concatenate([self._line_tokens, np.full(len(joining), -1, dtype=np.int64)])
+            new._day_labels = dict(self._day_labels)
             counted = self.__dict__.get("_counted")
             if counted is not None:  # a reinforcement only adds sources; nothing left
                 new._counted = counted.union(*(m.sources for m in [*replaced.values(), *joining]))
@@ -178,6 +181,18 @@ class MemorySet:
             for name, mask in self._about.items()
         }
         return new
+
+    def salience(self, now_timestamp: float, half_life_days: float) -> np.ndarray:
+        """Every memory's salience (memory/salience.py) as of ``now_timestamp`` to the minute:
+        the same for all of a minute's turns, so worked out once for them (a memory's salience
+        moves over days, not seconds)."""
+        minute = math.floor(now_timestamp / 60) * 60.0
+        key = (minute, half_life_days)
+        cached = self.__dict__.get("_salience")
+        if cached is None or cached[0] != key:
+            values = salience_array(self.importance, self.anchor, self.reinforcements, minute, half_life_days, self.pinned)
+            cached = self.__dict__["_salience"] = (key, values)
+        return cached[1]
 
     def item(self, memory_id: str) -> MemoryItem | None:
         """A ranked memory by id."""
@@ -201,9 +216,14 @@ class MemorySet:
         return best[self.message_group]
 
     def line_tokens(self, index: int) -> int:
-        if index not in self._line_tokens:
+        return int(self.line_tokens_of(np.array([index]))[0])
+
+    def line_tokens_of(self, indices: np.ndarray) -> np.ndarray:
+        """The tokens of each memory's rendered line, counted once per memory and kept."""
+        counts = self._line_tokens[indices]
+        for index in indices[counts < 0].tolist():
             self._line_tokens[index] = count_tokens(render_line(self.items[index]))
-        return self._line_tokens[index]
+        return self._line_tokens[indices]
 
     def day_label(self, index: int) -> str:
         if index not in self._day_labels:

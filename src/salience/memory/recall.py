@@ -28,7 +28,6 @@ from salience.memory.inject import arc_line, render_context, render_nothing_reme
 from salience.memory.memory_set import MemoryCache, MemorySet
 from salience.memory.arc import Arc, render_arc_note
 from salience.memory.person import PersonCache
-from salience.memory.salience import salience_array
 from salience.memory.shared_embeddings import SharedEmbeddings
 from salience.memory.tokens import count_tokens
 from salience.model import MemoryItem, UserRef, utcnow
@@ -156,10 +155,7 @@ class Recaller:
         if confidence < FOUND_AT:
             return self._nothing_found(query, budget, confidence, model, pinned, arc, arc_note)
 
-        salience = salience_array(
-            memory_set.importance, memory_set.anchor, memory_set.reinforcements, now.timestamp(),
-            settings.half_life_days, memory_set.pinned,
-        )
+        salience = memory_set.salience(now.timestamp(), settings.half_life_days)
         score = relevance * (1 - SALIENCE_WEIGHT + SALIENCE_WEIGHT * salience)
         score = np.maximum(score, SAME_MESSAGE_WEIGHT * memory_set.best_in_message(score))
         score += RECENT_SESSION_BONUS * self._latest_session(memory_set, eligible)
@@ -171,14 +167,15 @@ class Recaller:
             order = [i for i in order if memory_set.items[i].id in alive]
 
         chosen = pack_into_budget(memory_set, order, score, budget, settings.max_items, model)
-        if not chosen:
-            return self._nothing_found(query, budget, confidence, model, pinned, arc, arc_note)
-        context = render_context([m.item for m in chosen], arc_note=arc_note)
-        tokens = count_tokens(context, model)
-        while len(chosen) > 1 and tokens > full_budget:  # token merges at the seam
-            chosen.pop()
+        context, tokens = "", 0
+        while chosen:  # the estimate adds line by line; the exact count of the whole block decides
             context = render_context([m.item for m in chosen], arc_note=arc_note)
             tokens = count_tokens(context, model)
+            if tokens <= full_budget:
+                break
+            chosen.pop()
+        if not chosen:
+            return self._nothing_found(query, budget, confidence, model, pinned, arc, arc_note)
         return Recall(context, tokens, confidence, True, chosen, pinned, arc, arc_note)
 
     @staticmethod
@@ -254,25 +251,32 @@ def label_tokens(label: str) -> int:
 def pack_into_budget(
     memory_set: MemorySet, order: list[int], score: np.ndarray, budget: int, max_items: int, model: str | None
 ) -> list[RecalledMemory]:
-    """Best-scored memories whose rendered block fits ``budget`` tokens exactly, near-duplicates skipped."""
-    frame = count_tokens(render_context([memory_set.items[order[0]]]), model) - memory_set.line_tokens(order[0]) if order else 0
+    """Best-scored memories whose rendered lines fit ``budget`` tokens, near-duplicates skipped
+    (line by line: the caller counts the rendered block exactly)."""
+    if not order:
+        return []
+    line_tokens = memory_set.line_tokens_of(np.asarray(order))
+    # the cheapest line still to come: once even that cannot fit, nothing more will
+    cheapest_after = np.minimum.accumulate(line_tokens[::-1])[::-1].tolist()
+    frame = count_tokens(render_context([memory_set.items[order[0]]]), model) - int(line_tokens[0])
     used = frame
     days: set[str] = set()
     chosen: list[int] = []
-    for index in order:
-        if len(chosen) >= max_items:
+    chosen_vectors = np.empty((min(max_items, len(order)), memory_set.matrix.shape[1]), dtype=np.float32)
+    for position, (index, tokens) in enumerate(zip(order, line_tokens.tolist())):
+        if len(chosen) >= max_items or used + cheapest_after[position] + 1 > budget:
             break
-        # the budget check first: it is a lookup, the near-duplicate check a matrix product
+        if used + tokens + 1 > budget:  # lookups first; the day label and near-duplicate check cost more
+            continue
         label = memory_set.day_label(index)
-        cost = memory_set.line_tokens(index) + 1 + (0 if label in days or not chosen else label_tokens(label) + 1)
+        cost = tokens + 1 + (0 if label in days or not chosen else label_tokens(label) + 1)
         if used + cost > budget:
             continue
-        if chosen and float((memory_set.matrix[chosen] @ memory_set.matrix[index]).max()) >= NEAR_DUPLICATE:
+        vector = memory_set.matrix[index]
+        if chosen and float((chosen_vectors[:len(chosen)] @ vector).max()) >= NEAR_DUPLICATE:
             continue
+        chosen_vectors[len(chosen)] = vector
         chosen.append(index)
         days.add(label)
         used += cost
-    # the estimate above adds line by line; the exact count decides
-    while chosen and count_tokens(render_context([memory_set.items[i] for i in chosen]), model) > budget:
-        chosen.pop()
     return [RecalledMemory(memory_set.items[i], float(score[i])) for i in chosen]

@@ -160,11 +160,14 @@ async def run_worker(config: Config, supervised_by: int | None = None, commits_f
     """The body of ``salience worker``: the extraction worker alone, until SIGTERM / SIGINT,
     or (``supervised_by`` the serving process's pid) until the process that started it is gone.
     ``commits_fd``: where to name each user whose job was committed (the serving process)."""
+    from salience.memory.embed import build_embedder
     from salience.services import Services
 
-    if supervised_by is not None:
+    embedder = None
+    if supervised_by is not None:  # beside a serving process: background work, one core at most
         os.nice(WORKER_NICENESS)
-    services = Services.build(config)
+        embedder = build_embedder(config.server.embedder, threads=1)
+    services = Services.build(config, embedder=embedder)
     if commits_fd is not None:
         services.announce_commit = commit_announcer(commits_fd)
     await services.start(run_worker=False)

@@ -39,8 +39,13 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
 class LocalMiniLMEmbedder:
     name = "all-MiniLM-L6-v2"
 
-    def __init__(self, batch_size: int = 64, runtime: str = "auto", query_cache: int = 4096) -> None:
+    def __init__(
+        self, batch_size: int = 64, runtime: str = "auto", query_cache: int = 4096, threads: int | None = None
+    ) -> None:
+        """``threads``: ONNX Runtime's threads per text (default: up to 2). The extraction worker
+        takes 1, so it leaves a core to the serving process; the vectors are the same."""
         self.batch_size = batch_size
+        self.threads = threads
         self.requested_runtime = runtime  # "auto" (onnx-int8 if installed), "onnx", "onnx-int8" or "torch"
         self.runtime: str | None = None  # the one loaded
         self._model: Any = None
@@ -66,7 +71,7 @@ class LocalMiniLMEmbedder:
                 if runtime in ("onnx", "onnx-int8"):
                     from salience.memory.onnx_minilm import OnnxMiniLM
 
-                    self._model = OnnxMiniLM(quantized=runtime == "onnx-int8")
+                    self._model = OnnxMiniLM(threads=self.threads, quantized=runtime == "onnx-int8")
                 else:
                     self._model = _load_sentence_transformer()
                 self.runtime = runtime
@@ -186,7 +191,7 @@ class LiteLLMEmbedder:
         return _normalise(np.array([row["embedding"] for row in response.data]))
 
 
-def build_embedder(settings: EmbedderSettings) -> Embedder:
+def build_embedder(settings: EmbedderSettings, threads: int | None = None) -> Embedder:
     if settings.provider == "litellm":
         return LiteLLMEmbedder(settings.model, settings.api_base, settings.api_key)
-    return LocalMiniLMEmbedder(batch_size=settings.batch_size, runtime=settings.runtime)
+    return LocalMiniLMEmbedder(batch_size=settings.batch_size, runtime=settings.runtime, threads=threads)

@@ -89,6 +89,16 @@ class MemoryChanges:
 
 
 @dataclass
+class SignalChanges:
+    """The user's message signals written since a version a person model holds
+    (``Store.message_signal_changes``); deleted ones show only in ``count``."""
+
+    version: int  # the user's version these are as of
+    count: int  # how many signals the user has
+    changed: list[MessageSignal] | None  # written since, any order; None: too many
+
+
+@dataclass
 class Session:
     id: str
     started_at: datetime

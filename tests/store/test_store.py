@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from datetime import timedelta
 
 import numpy as np
@@ -289,6 +291,28 @@ async def test_message_signals_are_keyed_by_message_and_read_oldest_first(store)
         ("msg-1", "s1", 0.4, ["work"], False), ("msg-2", "s2", -0.5, ["health"], True),
     ]
     assert await store.load_message_signals(ALICE_ELSEWHERE) == []
+
+
+async def test_message_signal_changes_name_what_was_written_since_and_count_erasures(store):
+    from salience.model import MessageSignal
+
+    now = utcnow()
+    await store.save_message_signals(ALICE, [MessageSignal("msg-1", "s1", now, 0.4), MessageSignal("msg-2", "s1", now, 0.1)])
+    held = await store.memory_version(ALICE)
+    everything = await store.message_signal_changes(ALICE, 0, 10)
+    assert sorted(s.message_id for s in everything.changed) == ["msg-1", "msg-2"] and everything.count == 2
+    await store.save_message_signals(ALICE, [MessageSignal("msg-3", "s2", now, -0.3, ["work"])])
+    since = await store.message_signal_changes(ALICE, held, 10)
+    assert [(s.message_id, s.topics) for s in since.changed] == [("msg-3", ["work"])]
+    assert since.count == 3 and since.version == await store.memory_version(ALICE) > held
+    assert (await store.message_signal_changes(ALICE, held, 0)).changed is None  # more than the limit
+    assert (await store.message_signal_changes(ALICE_ELSEWHERE, 0, 10)).changed == []
+    # erasing the memory a message's signal came with: the count says one went
+    await store.commit_extraction(job("j-signals"), [replace(memory("mem-s", "I started a new job."), sources=["msg-1"])], [])
+    latest = await store.memory_version(ALICE)
+    await store.erase_memory(ALICE, "mem-s", now)
+    after = await store.message_signal_changes(ALICE, latest, 10)
+    assert after.changed == [] and after.count == 2
 
 
 # -- memory_changes: what a cache holding an older version reads to catch up --------------------

@@ -127,30 +127,44 @@ async def test_a_stale_set_never_injects_a_memory_erased_since(tmp_path: Path, e
         await store.close()
 
 
-async def test_a_large_person_model_is_served_while_it_is_reloaded_and_erasure_drops_it(tmp_path: Path):
-    """The person model (entities, arc signals) grows with the conversation; reloading it on
-    every turn would cost every reply. A large one is reloaded in the background; ``forget``
-    (erasure) drops it at once."""
+async def test_the_person_model_catches_up_with_new_signals_and_erasure_drops_it(tmp_path: Path):
+    """The person model (entities, arc signals) grows with the conversation; loading it whole on
+    every turn would cost every reply. A turn's new signals are read on their own; when that is
+    not possible, a large model is served as it was while it is reloaded in the background;
+    ``forget`` (erasure) drops it at once."""
     store = open_store(f"sqlite:///{tmp_path / 'person.db'}")
     await store.open()
     user = UserRef("t", "u")
     people = PersonCache(store)
     people.RELOAD_IN_BACKGROUND_FROM = 1  # "large" for this test
+    loads = 0
+    load_signals = store.load_message_signals
+
+    async def counted_load(user_ref):
+        nonlocal loads
+        loads += 1
+        return await load_signals(user_ref)
+
+    store.load_message_signals = counted_load  # type: ignore[method-assign]
     try:
         await store.save_message_signals(user, [MessageSignal("m1", "s1", utcnow(), 0.1, ["Sarah"])])
         first = await people.get(user, await store.memory_version(user))  # a first model is loaded before answering
-        assert [s.message_id for s in first.signals] == ["m1"]
+        assert [s.message_id for s in first.signals] == ["m1"] and loads == 1
 
         await store.save_message_signals(user, [MessageSignal("m2", "s1", utcnow(), -0.2, ["Tom"])])
-        assert await people.get(user, await store.memory_version(user)) is first  # as it was, while reloaded
+        caught_up = await people.get(user, await store.memory_version(user))
+        assert [s.message_id for s in caught_up.signals] == ["m1", "m2"] and loads == 1  # only m2 was read
+
+        people.CATCH_UP_LIMIT = 0  # more written since than a catch-up reads: a full load, in the background
+        await store.save_message_signals(user, [MessageSignal("m3", "s1", utcnow(), 0.0, [])])
+        assert await people.get(user, await store.memory_version(user)) is caught_up  # as it was, while reloaded
         await asyncio.gather(*people._reloads.running.values())
         latest = await people.get(user, await store.memory_version(user))
-        assert [s.message_id for s in latest.signals] == ["m1", "m2"]
+        assert [s.message_id for s in latest.signals] == ["m1", "m2", "m3"] and loads == 2
 
-        await store.save_message_signals(user, [MessageSignal("m3", "s1", utcnow(), 0.0, [])])
         people.forget(user)
         reloaded = await people.get(user, await store.memory_version(user))  # loaded again before answering
-        assert [s.message_id for s in reloaded.signals] == ["m1", "m2", "m3"]
+        assert [s.message_id for s in reloaded.signals] == ["m1", "m2", "m3"] and loads == 3
     finally:
         await asyncio.gather(*people._reloads.running.values(), return_exceptions=True)
         await store.close()

@@ -81,22 +81,22 @@ class PersonModel:
 
 
 class PersonCache:
-    """Per-user person models, reloaded when the store's version for the user moves.
+    """Per-user person models, kept up to date with the store's version for the user.
 
-    The model is loaded whole: every entity and every message signal the user has (one signal
-    per user message, so it grows with the conversation: ~6 ms for 1,000 signals, ~19 ms for
-    3,000). The version moves after nearly every turn, and the memory set now follows it at
-    once (``memory_set.py``), so a model of ``RELOAD_IN_BACKGROUND_FROM`` signals and entities
-    or more is served as it was while one background task per user reloads it, at most one
-    every ``RELOAD_SPACING`` times as long as the last load took: the arc and the entities may
-    lag a turn or two behind, never the reply. Smaller ones are reloaded before answering.
-    Erasure drops the user's model at once (``forget``).
+    When the version moves, a cached model catches up with the message signals written since
+    (``Store.message_signal_changes``: each signal carries the version that wrote it) and the
+    entities, which are few, read again: the cost follows the turn, not the conversation. A
+    signal count that does not add up (signals erased), too many written since, or no model yet
+    loads the model whole: every entity and signal (~6 ms for 1,000 signals, ~19 ms for 3,000).
+    A large model (``RELOAD_IN_BACKGROUND_FROM`` signals and entities or more) is then served as
+    it was while one background task per user reloads it, at most one every ``RELOAD_SPACING``
+    times as long as the last load took; smaller ones are loaded before answering. Erasure drops
+    the user's model at once (``forget``).
     """
 
-    # signals and entities (~1.5 ms to load): the reload is spaced by ten load durations, so a
-    # model in the background is current again a request or two later
     RELOAD_IN_BACKGROUND_FROM = 200
     RELOAD_SPACING = 10.0
+    CATCH_UP_LIMIT = 200  # signals written since the cached version; more: a full load
 
     def __init__(self, store: Store, max_users: int = 10_000) -> None:
         self.store = store
@@ -107,22 +107,51 @@ class PersonCache:
 
     async def get(self, user: UserRef, version: int) -> PersonModel:
         cached = self._models.get(user)
-        if cached is not None and cached.version == version:
+        if cached is not None and cached.version >= version:  # read at that version or later
             return cached
+        if cached is not None:
+            caught_up = await self._catch_up(user, cached)
+            if caught_up is not None:
+                return caught_up
         if cached is not None and len(cached.signals) + len(cached.entities) >= self.RELOAD_IN_BACKGROUND_FROM:
             self._reloads.start(user, lambda: self._load(user, version))
             return cached
         return await self._load(user, version)
+
+    async def _catch_up(self, user: UserRef, cached: PersonModel) -> PersonModel | None:
+        """``cached`` with the signals written since its version; None when a full load is needed."""
+        generation = self._generation.get(user, 0)
+        changes = await self.store.message_signal_changes(user, cached.version, self.CATCH_UP_LIMIT)
+        if changes.changed is None or changes.version < cached.version:
+            return None
+        fresh = {s.message_id: s for s in changes.changed}
+        signals = [s for s in cached.signals if s.message_id not in fresh] if fresh else list(cached.signals)
+        signals.extend(sorted(fresh.values(), key=_signal_order))
+        if len(signals) != changes.count:  # some were erased (or rewritten elsewhere): load whole
+            return None
+        if len(signals) > len(fresh) and fresh and _signal_order(signals[-len(fresh)]) < _signal_order(signals[-len(fresh) - 1]):
+            signals.sort(key=_signal_order)  # an older message's signal written late
+        model = PersonModel(changes.version, await self.store.load_entities(user), signals)
+        if self._generation.get(user, 0) != generation:  # erased meanwhile
+            return None
+        self._keep(user, model)
+        return model
 
     async def _load(self, user: UserRef, version: int) -> PersonModel:
         generation = self._generation.get(user, 0)
         model = PersonModel(version, await self.store.load_entities(user), await self.store.load_message_signals(user))
         if self._generation.get(user, 0) != generation:  # erased meanwhile: load again
             return await self._load(user, version)
-        if user not in self._models and len(self._models) >= self.max_users:
+        self._keep(user, model)
+        return model
+
+    def _keep(self, user: UserRef, model: PersonModel) -> None:
+        current = self._models.get(user)
+        if current is not None and current.version > model.version:
+            return
+        if current is None and len(self._models) >= self.max_users:
             self._models.pop(next(iter(self._models)))
         self._models[user] = model
-        return model
 
     def forget(self, user: UserRef) -> None:
         """Drop the user's model now (erasure): nothing of an erased memory or message is served."""
@@ -130,3 +159,6 @@ class PersonCache:
         self._generation[user] = self._generation.get(user, 0) + 1
         self._reloads.cancel(user)
 
+
+def _signal_order(signal: MessageSignal) -> tuple[float, str]:
+    return (signal.created_at.timestamp(), signal.message_id)

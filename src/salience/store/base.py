@@ -25,6 +25,7 @@ from salience.model import (
     MessageSignal,
     OutboxEvent,
     SafetyRecord,
+    SignalChanges,
     UserRef,
 )
 
@@ -134,6 +135,13 @@ class Store(Protocol):
 
     async def load_message_signals(self, user: UserRef) -> list[MessageSignal]:
         """Every message signal of the user, oldest first (the arc is computed from these)."""
+
+    async def message_signal_changes(self, user: UserRef, since: int, limit: int) -> SignalChanges:
+        """The signals written after the user's version was ``since`` (each carries the version
+        that wrote it), with the version and the signal count they are as of, read together.
+        ``changed`` is None when more than ``limit`` were written. A person model of version
+        ``since`` is brought up to date with these; a count lower than it expects says some
+        were deleted (then it loads them all)."""
 
     # -- safety -----------------------------------------------------------------------------
     async def get_safety_record(self, user: UserRef) -> SafetyRecord | None:

@@ -15,6 +15,7 @@ Key layout (``docs/scaling.md`` has the measured sizes):
     salience:{t:u}:ent:<eid>       set    memory ids linked to the entity
     salience:{t:u}:mement:<mid>    set    entity ids linked to the memory (erasure by memory id)
     salience:{t:u}:signals         hash   message id -> MessageSignal JSON (the arc's input)
+    salience:{t:u}:signals:written zset   message id -> the version that wrote its signal
     salience:{queue}:stream        stream extraction jobs, consumer group ``workers``
     salience:{queue}:job:<id>      hash   the job: user, messages, status, attempts, entry
     salience:{queue}:delayed       zset   job id -> when a retried job is due again
@@ -110,6 +111,8 @@ class RedisStore(RedisPersonModel, RedisSafety, RedisOutbox, RedisQueue, RedisCo
         self._retry = self._redis.register_script(scripts.RETRY)
         self._delete_memory = self._redis.register_script(scripts.DELETE_MEMORY)
         self._memory_changes = self._redis.register_script(scripts.MEMORY_CHANGES)
+        self._save_signals = self._redis.register_script(scripts.SAVE_SIGNALS)
+        self._signal_changes = self._redis.register_script(scripts.SIGNAL_CHANGES)
         self._save_safety = self._redis.register_script(scripts.SAVE_SAFETY)
         self._unlink_memory = self._redis.register_script(scripts.UNLINK_MEMORY)
         self._bump_version = self._redis.register_script(scripts.BUMP_VERSION)

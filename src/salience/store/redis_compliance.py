@@ -128,6 +128,8 @@ class RedisCompliance:
         links, entities = await self.unlink_memory(user, memory_id)
         receipt.count("entity_links", links)
         receipt.count("entities", entities)
+        if sources:
+            await self._redis.zrem(f"{prefix}:signals:written", *sources)
         receipt.count("message_signals", await self._redis.hdel(f"{prefix}:signals", *sources) if sources else 0)
         return receipt
 

@@ -13,6 +13,7 @@ from redis.exceptions import WatchError
 from salience.model import (
     Entity,
     MessageSignal,
+    SignalChanges,
     UserRef,
 )
 from salience.store.redis_codec import (
@@ -88,16 +89,24 @@ class RedisPersonModel:
             return
         prefix = user_prefix(user)
         data_key = await self._key(user, create=True)
-        async with self._redis.pipeline(transaction=True) as tx:
-            tx.hset(f"{prefix}:signals", mapping={
-                s.message_id: self._seal(data_key, user, json.dumps(s.to_json()), "signal") for s in signals
-            })
-            await self._bump_version(keys=[f"{prefix}:meta"], client=tx)
-            await tx.execute()
+        pairs = [v for s in signals for v in (s.message_id, self._seal(data_key, user, json.dumps(s.to_json()), "signal"))]
+        await self._save_signals(keys=[f"{prefix}:meta", f"{prefix}:signals", f"{prefix}:signals:written"], args=pairs)
 
     @_unavailable_on_connection_errors
     async def load_message_signals(self, user: UserRef) -> list[MessageSignal]:
         raw = await self._redis.hvals(f"{user_prefix(user)}:signals")
-        data_key = await self._key(user, create=False) if raw else None
-        signals = [MessageSignal.from_json(json.loads(self._unseal(data_key, user, v.decode(), "signal") or "{}")) for v in raw]
+        signals = await self._signals_of(user, raw)
         return sorted(signals, key=lambda s: (s.created_at, s.message_id))
+
+    @_unavailable_on_connection_errors
+    async def message_signal_changes(self, user: UserRef, since: int, limit: int) -> SignalChanges:
+        prefix = user_prefix(user)
+        version, count, changed = await self._signal_changes(
+            keys=[f"{prefix}:meta", f"{prefix}:signals", f"{prefix}:signals:written"], args=[since, limit]
+        )
+        signals = None if changed == -1 else await self._signals_of(user, changed)
+        return SignalChanges(int(version), int(count), signals)
+
+    async def _signals_of(self, user: UserRef, raw: list[bytes]) -> list[MessageSignal]:
+        data_key = await self._key(user, create=False) if raw else None
+        return [MessageSignal.from_json(json.loads(self._unseal(data_key, user, v.decode(), "signal") or "{}")) for v in raw]

@@ -99,6 +99,37 @@ end
 return {version, count, changed}
 """
 
+# KEYS: meta hash, signals hash, signals-written zset. ARGV: message id, sealed signal, ... pairs.
+# One version for the write; each signal stamped with it, so a person model holding an older
+# version reads only these (SIGNAL_CHANGES).
+SAVE_SIGNALS = _BUMP_VERSION + """
+local version = bump_version(KEYS[1])
+local ids = {}
+for i = 1, #ARGV, 2 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  table.insert(ids, ARGV[i])
+end
+stamp(KEYS[3], version, ids)
+return version
+"""
+
+# KEYS: meta hash, signals hash, signals-written zset. ARGV: since, limit.
+# Returns {version, count, changed}: changed is -1 when more than ``limit`` were written after
+# version ``since``, else the sealed signals written since.
+SIGNAL_CHANGES = """
+local version = redis.call('HGET', KEYS[1], 'version') or '0'
+local count = redis.call('HLEN', KEYS[2])
+local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]) + 1)
+if #ids > tonumber(ARGV[2]) then return {version, count, -1} end
+local changed = {}
+if #ids > 0 then
+  for _, doc in ipairs(redis.call('HMGET', KEYS[2], unpack(ids))) do
+    if doc then table.insert(changed, doc) end
+  end
+end
+return {version, count, changed}
+"""
+
 # Shared by the queue scripts: the pending counter of a job's user, and of everyone ('*').
 _PENDING = """
 local function pending(counts, rec, delta)

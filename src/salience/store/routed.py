@@ -23,6 +23,7 @@ from salience.model import (
     MessageSignal,
     OutboxEvent,
     SafetyRecord,
+    SignalChanges,
     UserRef,
 )
 from salience.store.base import Store, StoreUnavailable
@@ -101,6 +102,9 @@ class RoutedStore:
 
     async def load_message_signals(self, user: UserRef) -> list[MessageSignal]:
         return await self.of(user.tenant).load_message_signals(user)
+
+    async def message_signal_changes(self, user: UserRef, since: int, limit: int) -> SignalChanges:
+        return await self.of(user.tenant).message_signal_changes(user, since, limit)
 
     async def delete_memory(self, user: UserRef, memory_id: str) -> bool:
         return await self.of(user.tenant).delete_memory(user, memory_id)

@@ -12,6 +12,7 @@ import sqlite3
 from salience.model import (
     Entity,
     MessageSignal,
+    SignalChanges,
     UserRef,
 )
 from salience.store.sqlite_schema import (
@@ -92,16 +93,18 @@ class SQLitePersonModel:
     async def save_message_signals(self, user: UserRef, signals: list[MessageSignal]) -> None:
         def save(conn: sqlite3.Connection) -> None:
             def body() -> None:
+                if not signals:
+                    return
+                version = _bump_version(conn, user)
                 conn.executemany(
-                    "INSERT OR REPLACE INTO message_signals (tenant, user_id, message_id, created_at, doc) VALUES (?,?,?,?,?)",
+                    "INSERT OR REPLACE INTO message_signals (tenant, user_id, message_id, created_at, doc, version)"
+                    " VALUES (?,?,?,?,?,?)",
                     [
                         (user.tenant, user.user, s.message_id, s.created_at.timestamp(),
-                         self._seal(conn, user, json.dumps(s.to_json()), "signal"))
+                         self._seal(conn, user, json.dumps(s.to_json()), "signal"), version)
                         for s in signals
                     ],
                 )
-                if signals:
-                    _bump_version(conn, user)
 
             self._transaction(conn, body)
 
@@ -113,6 +116,27 @@ class SQLitePersonModel:
                 "SELECT doc FROM message_signals WHERE tenant=? AND user_id=? ORDER BY created_at, rowid",
                 (user.tenant, user.user),
             ).fetchall()
-            return [MessageSignal.from_json(json.loads(self._unseal(conn, user, row[0], "signal") or "{}")) for row in rows]
+            return [self._signal_of(conn, user, row[0]) for row in rows]
 
         return await self._read(load)
+
+    async def message_signal_changes(self, user: UserRef, since: int, limit: int) -> SignalChanges:
+        def changes(conn: sqlite3.Connection) -> SignalChanges:
+            args = (user.tenant, user.user)
+            conn.execute("BEGIN")  # one snapshot: the version, the count and the rows agree
+            try:
+                row = conn.execute("SELECT version FROM user_versions WHERE tenant=? AND user_id=?", args).fetchone()
+                count = conn.execute("SELECT count(*) FROM message_signals WHERE tenant=? AND user_id=?", args).fetchone()[0]
+                rows = conn.execute(
+                    "SELECT doc FROM message_signals WHERE tenant=? AND user_id=? AND version > ? LIMIT ?",
+                    (*args, since, limit + 1),
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            changed = None if len(rows) > limit else [self._signal_of(conn, user, r[0]) for r in rows]
+            return SignalChanges(row[0] if row else 0, count, changed)
+
+        return await self._read(changes)
+
+    def _signal_of(self, conn: sqlite3.Connection, user: UserRef, doc: str) -> MessageSignal:
+        return MessageSignal.from_json(json.loads(self._unseal(conn, user, doc, "signal") or "{}"))

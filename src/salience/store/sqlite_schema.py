@@ -124,6 +124,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE memories ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX memories_by_version ON memories (tenant, user_id, version);
     """,
+    # 6: each message signal stamped the same way, so a person model reads only the new ones
+    # (``message_signal_changes``). Rows written before carry 0.
+    """
+    ALTER TABLE message_signals ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX message_signals_by_version ON message_signals (tenant, user_id, version);
+    """,
 ]
 
 

@@ -78,7 +78,8 @@ async def chat_completion(request: Request, tenant: TenantSettings, body: dict[s
         # inject: the safety note (pinned, outside the budget) first, then the recalled memories
         safety_note = services.safety.note(tenant, recall.pinned, screening)
         context = (
-            render_context([m.item for m in recall.memories], safety_note, recall.arc_note) if safety_note else recall.context
+            render_context([m.item for m in recall.memories], safety_note, recall.arc_note, recall.unsure)
+            if safety_note else recall.context
         )
         upstream_body = {**body, "messages": inject_context(body["messages"], context)}
         headers = {

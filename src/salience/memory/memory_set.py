@@ -16,6 +16,7 @@ import numpy as np
 from salience.background import SpacedTasks
 from salience.memory.inject import day_label, render_line
 from salience.memory.lexical import LexicalIndex
+from salience.memory.subject import is_about
 from salience.memory.tokens import count_tokens
 from salience.model import MemoryItem, UserRef
 from salience.store.base import Store
@@ -170,8 +171,9 @@ class MemorySet:
             new._day_labels = {int(moved[i]): label for i, label in self._day_labels.items() if moved[i] >= 0}
         else:
             new._line_tokens, new._day_labels = dict(self._line_tokens), dict(self._day_labels)
-        new._about = {
-            name: np.concatenate([mask[kept], np.array([m.speaker == name or name in m.text for m in joining], dtype=bool)])
+        # whom a memory is about depends on who else speaks: a new speaker works it out afresh
+        new._about = {} if new.speakers != self.speakers else {
+            name: np.concatenate([mask[kept], _about_mask(joining, name, new.speakers)])
             for name, mask in self._about.items()
         }
         return new
@@ -195,15 +197,21 @@ class MemorySet:
         return self._day_labels[index]
 
     def about(self, query: str) -> tuple[set[str], np.ndarray]:
-        """The known speakers the turn names, and which memories are about them (said by them,
-        or naming them). A turn that names nobody is about everyone."""
+        """The known speakers the turn names, and which memories are about them (said by them
+        of themselves, said to them, or naming them: ``memory/subject.py``). A turn that names
+        nobody is about everyone."""
         named = {word.removesuffix("'s") for word in NAME.findall(query)} & self.speakers
         mask = np.ones(len(self.items), dtype=bool) if not named else np.zeros(len(self.items), dtype=bool)
         for name in named:
             if name not in self._about:
-                self._about[name] = np.array([m.speaker == name or name in m.text for m in self.items], dtype=bool)
+                self._about[name] = _about_mask(self.items, name, self.speakers)
             mask |= self._about[name]
         return named, mask
+
+
+def _about_mask(items: list[MemoryItem], name: str, speakers: set[str]) -> np.ndarray:
+    everyone = frozenset(speakers)
+    return np.array([is_about(m.text, m.speaker, name, everyone) for m in items], dtype=bool)
 
 
 def _text(item: MemoryItem) -> str:

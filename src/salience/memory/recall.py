@@ -24,7 +24,7 @@ import numpy as np
 
 from salience.memory.confidence import FOUND_AT, named_confidence, refers_to_past, unnamed_confidence
 from salience.memory.embed import Embedder
-from salience.memory.inject import arc_line, render_context, render_nothing_remembered
+from salience.memory.inject import arc_line, render_context, render_nothing_remembered, unsure_note
 from salience.memory.memory_set import MemoryCache, MemorySet
 from salience.memory.arc import Arc, render_arc_note
 from salience.memory.person import PersonCache
@@ -74,6 +74,7 @@ class Recall:
     pinned: list[MemoryItem] = field(default_factory=list)
     arc: Arc | None = None
     arc_note: str = ""  # in ``context`` already; kept apart for a caller that renders its own block
+    unsure: str = ""  # likewise: the note over memories recalled without confidence (``found`` false)
 
     @property
     def ids(self) -> list[str]:
@@ -153,8 +154,16 @@ class Recaller:
             relevance = relevance * np.where(linked, 1.0, OTHER_SUBJECT) + ENTITY_BONUS * linked
             if (linked & eligible).any():
                 confidence = max(confidence, ENTITY_CONFIDENCE)
-        if confidence < FOUND_AT:
+        found = confidence >= FOUND_AT
+        # Not confident, and the turn names a speaker: the best matches are about someone else (or
+        # barely about them). They are still given, under a note saying so, so that the model can
+        # tell whose they are ("that was Melanie's race") or say it does not remember; a turn that
+        # names nobody and matches nothing well gets nothing rather than noise.
+        if not found and not named:
             return self._nothing_found(query, budget, confidence, model, pinned, arc, arc_note)
+        unsure = "" if found else unsure_note(named)
+        if unsure:
+            budget -= count_tokens(unsure, model) + 1
 
         salience = salience_array(
             memory_set.importance, memory_set.anchor, memory_set.reinforcements, now.timestamp(),
@@ -170,16 +179,16 @@ class Recaller:
             alive = await self.cache.store.existing_memory_ids(user, [memory_set.items[i].id for i in order])
             order = [i for i in order if memory_set.items[i].id in alive]
 
-        chosen = pack_into_budget(memory_set, order, score, budget, settings.max_items, model)
+        chosen = pack_into_budget(memory_set, order, score, budget, settings.max_items, model) if budget > 0 else []
         if not chosen:
             return self._nothing_found(query, budget, confidence, model, pinned, arc, arc_note)
-        context = render_context([m.item for m in chosen], arc_note=arc_note)
+        context = render_context([m.item for m in chosen], arc_note=arc_note, unsure=unsure)
         tokens = count_tokens(context, model)
         while len(chosen) > 1 and tokens > full_budget:  # token merges at the seam
             chosen.pop()
-            context = render_context([m.item for m in chosen], arc_note=arc_note)
+            context = render_context([m.item for m in chosen], arc_note=arc_note, unsure=unsure)
             tokens = count_tokens(context, model)
-        return Recall(context, tokens, confidence, True, chosen, pinned, arc, arc_note)
+        return Recall(context, tokens, confidence, found, chosen, pinned, arc, arc_note, unsure)
 
     @staticmethod
     def _confidence(

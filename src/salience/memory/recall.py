@@ -6,9 +6,10 @@
                 names count for less
     salience    importance, decay and reinforcement (memory/salience.py), as of ``at``
     packing     best score first, near-duplicates skipped, counted exactly with tiktoken
-    confidence  calibrated on the best relevance; nothing found and the turn refers to the
-                past -> an honest "you don't remember this" note; nothing found otherwise ->
-                nothing injected rather than noise
+    confidence  calibrated on the best relevance margin; not found and the turn names a speaker
+                -> the best matches under a note that they may be about someone else; nothing
+                found and the turn refers to the past -> an honest "you don't remember this"
+                note; nothing found otherwise -> nothing injected rather than noise
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import numpy as np
 from salience.background import SpacedTasks
 from salience.memory.inject import day_label, render_line
 from salience.memory.lexical import LexicalIndex
-from salience.memory.subject import is_about
+from salience.memory.subject import subjects
 from salience.memory.tokens import count_tokens
 from salience.model import MemoryItem, UserRef
 from salience.store.base import Store
@@ -50,6 +50,8 @@ class MemorySet:
         for name, column in _columns(items).items():
             setattr(self, name, column)
         self.speakers = {m.speaker for m in items}
+        # whom each memory is about, worked out here (off the request path when built in the background)
+        self._subjects = _subjects(items, self.speakers)
         self._groups: dict[str, int] = {}
         self._sessions: dict[str, int] = {}
         self._group(items, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype=object))
@@ -172,10 +174,15 @@ class MemorySet:
         else:
             new._line_tokens, new._day_labels = dict(self._line_tokens), dict(self._day_labels)
         # whom a memory is about depends on who else speaks: a new speaker works it out afresh
-        new._about = {} if new.speakers != self.speakers else {
-            name: np.concatenate([mask[kept], _about_mask(joining, name, new.speakers)])
-            for name, mask in self._about.items()
-        }
+        if new.speakers != self.speakers:
+            new._subjects, new._about = _subjects(new.items, new.speakers), {}
+        else:
+            joined = _subjects(joining, new.speakers)
+            new._subjects = [self._subjects[i] for i in kept.tolist()] + joined
+            new._about = {
+                name: np.concatenate([mask[kept], np.array([name in s for s in joined], dtype=bool)])
+                for name, mask in self._about.items()
+            }
         return new
 
     def best_in_message(self, score: np.ndarray) -> np.ndarray:
@@ -204,14 +211,14 @@ class MemorySet:
         mask = np.ones(len(self.items), dtype=bool) if not named else np.zeros(len(self.items), dtype=bool)
         for name in named:
             if name not in self._about:
-                self._about[name] = _about_mask(self.items, name, self.speakers)
+                self._about[name] = np.fromiter((name in s for s in self._subjects), dtype=bool, count=len(self.items))
             mask |= self._about[name]
         return named, mask
 
 
-def _about_mask(items: list[MemoryItem], name: str, speakers: set[str]) -> np.ndarray:
+def _subjects(items: list[MemoryItem], speakers: set[str]) -> list[frozenset[str]]:
     everyone = frozenset(speakers)
-    return np.array([is_about(m.text, m.speaker, name, everyone) for m in items], dtype=bool)
+    return [subjects(m.text, m.speaker, everyone) for m in items]
 
 
 def _text(item: MemoryItem) -> str:

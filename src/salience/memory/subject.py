@@ -24,8 +24,10 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-FIRST_PERSON = re.compile(r"\b(i|i'm|i've|i'd|i'll|im|me|my|mine|myself|we|we're|we've|our|ours|us)\b", re.I)
-SECOND_PERSON = re.compile(r"\b(you|you're|you've|you'd|you'll|your|yours|yourself|ya)\b", re.I)
+FIRST_PERSON = frozenset({"i", "i'm", "i've", "i'd", "i'll", "im", "me", "my", "mine", "myself", "we", "we're",
+                          "we've", "our", "ours", "us"})
+SECOND_PERSON = frozenset({"you", "you're", "you've", "you'd", "you'll", "your", "yours", "yourself", "ya"})
+WORDS = re.compile(r"[a-z']+")
 GREETING = r"(?:hey|hi|hello|hiya|thanks|thank you|congrats|congratulations|oh|wow|yeah|yes|yep|no|sorry|aw+|dear|good morning|good night|bye)"
 
 
@@ -45,12 +47,16 @@ def _naming(name: str) -> re.Pattern[str]:
 
 def called(text: str, speakers: frozenset[str]) -> set[str]:
     """The speakers ``text`` calls by name."""
-    return {name for name in speakers if len(name) >= 3 and _calling(name).search(text)}
+    lowered = text.lower()
+    return {
+        name for name in speakers
+        if len(name) >= 3 and name[:3].lower() in lowered and _calling(name).search(text)
+    }
 
 
 def named(text: str, name: str) -> bool:
     """``text`` names ``name`` other than to call them."""
-    if not _naming(name).search(text):
+    if name not in text or not _naming(name).search(text):
         return False
     return bool(_naming(name).search(_calling(name).sub(" ", text)))
 
@@ -61,8 +67,16 @@ def is_about(text: str, speaker: str, name: str, speakers: frozenset[str]) -> bo
         return True
     others = speakers - {speaker}
     calls = called(text, others)
-    first, second = bool(FIRST_PERSON.search(text)), bool(SECOND_PERSON.search(text)) and bool(others)
+    words = set(WORDS.findall(text.lower().replace("\u2019", "'")))
+    first, second = not FIRST_PERSON.isdisjoint(words), not SECOND_PERSON.isdisjoint(words) and bool(others)
     if name == speaker:
         return first or not (second or calls)
     # "Hey Caroline, I ran a race": a call alone, in a sentence about oneself, is a greeting
     return (second or (bool(calls) and not first)) and name in (calls or others)
+
+
+def subjects(text: str, speaker: str, speakers: frozenset[str]) -> frozenset[str]:
+    """Every one of ``speakers`` a memory said by ``speaker`` is about."""
+    if speakers <= {speaker}:  # nobody else speaks: about its speaker only
+        return frozenset({speaker})
+    return frozenset(name for name in speakers if is_about(text, speaker, name, speakers))

@@ -33,3 +33,9 @@ def test_the_unsure_note_heads_the_memories():
     block = render_context([item], unsure=unsure_note({"Caroline"}))
     lines = block.splitlines()
     assert "Caroline" in lines[2] and "someone else" in lines[2] and lines[3] == "8 May 2023:"
+
+
+def test_sympathy_and_praise_speak_to_the_other_person():
+    assert subjects("Oops, sorry 'bout the accident!", "Caroline") == {"Melanie"}
+    assert subjects("Pottery's a great way to relax, so it must have been tough taking a break.", "Caroline") == {"Melanie"}
+    assert subjects("I'm sorry about Max.", "Caroline") == {"Caroline", "Melanie"}

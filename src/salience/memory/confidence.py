@@ -21,7 +21,7 @@ import math
 import re
 from collections.abc import Sequence
 
-NAMED_MIDPOINT = -0.08
+NAMED_MIDPOINT = -0.07
 TOP_MATCHES = 3  # the named margin also compares the means of this many best matches on each side
 TOP_WEIGHT = 0.5
 NAMED_SLOPE = 12.0

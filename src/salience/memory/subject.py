@@ -7,9 +7,9 @@ only calls them ("Hey Caroline, I ran a race" is about the speaker).
 
     about(memory, X) =  X named in the text, not as the one spoken to
                      or X is the speaker, and the sentence speaks in the first person or to nobody
-                     or the sentence speaks to X: in the second person (to the one it calls
-                        by name, else to the other speakers), or calling X by name and not
-                        speaking of oneself
+                     or the sentence speaks to X: in the second person or as a reaction
+                        (sympathy, praise, wishes), to the one it calls by name, else to the
+                        other speakers; or calling X by name and not speaking of oneself
 
 With no other speaker known (a companion app, where "you" is the AI), every sentence is about
 its speaker.
@@ -28,6 +28,14 @@ FIRST_PERSON = frozenset({"i", "i'm", "i've", "i'd", "i'll", "im", "me", "my", "
                           "we've", "our", "ours", "us"})
 SECOND_PERSON = frozenset({"you", "you're", "you've", "you'd", "you'll", "your", "yours", "yourself", "ya"})
 WORDS = re.compile(r"[a-z']+")
+# Sympathy, praise and wishes speak to someone about their life ("Oops, sorry 'bout the
+# accident!", "must have been tough", "sounds great", "proud of"), with or without a "you".
+REACTION = re.compile(
+    r"\b(sorry|congrat\w*|must (have been|be)|sounds? (so |really )?(great|awesome|amazing|fun|lovely|like|cool|"
+    r"tough|hard|scary)|can'?t wait to (see|hear)|glad (to hear|that|you)|proud of|good for|good luck|happy for|"
+    r"that'?s (so )?(great|awesome|amazing|cool|tough|rough)|what a)\b",
+    re.IGNORECASE,
+)
 GREETING = r"(?:hey|hi|hello|hiya|thanks|thank you|congrats|congratulations|oh|wow|yeah|yes|yep|no|sorry|aw+|dear|good morning|good night|bye)"
 
 
@@ -68,7 +76,8 @@ def is_about(text: str, speaker: str, name: str, speakers: frozenset[str]) -> bo
     others = speakers - {speaker}
     calls = called(text, others)
     words = set(WORDS.findall(text.lower().replace("\u2019", "'")))
-    first, second = not FIRST_PERSON.isdisjoint(words), not SECOND_PERSON.isdisjoint(words) and bool(others)
+    first = not FIRST_PERSON.isdisjoint(words)
+    second = bool(others) and (not SECOND_PERSON.isdisjoint(words) or bool(REACTION.search(text)))
     if name == speaker:
         return first or not (second or calls)
     # "Hey Caroline, I ran a race": a call alone, in a sentence about oneself, is a greeting

@@ -183,7 +183,7 @@ class MemorySettings(_Strict):
     budget_tokens: int = Field(600, ge=0, le=100_000)
     half_life_days: float = Field(30.0, gt=0)
     session_gap_minutes: float = Field(30.0, gt=0)
-    min_relevance: float = Field(0.15, ge=0, le=1)  # below this a memory is never injected
+    min_relevance: float = Field(0.05, ge=0, le=1)  # below this a memory is never injected
     max_items: int = Field(100, ge=1, le=1000)
 
 

@@ -92,4 +92,5 @@ def test_references_to_the_past_are_recognised():
 
 def test_confidence_is_monotone_and_crosses_found_at_its_midpoint():
     assert unnamed_confidence(0.1) < 0.5 < unnamed_confidence(0.6)
-    assert named_confidence(0.6, 0.3) > 0.5 > named_confidence(0.3, 0.6)
+    assert named_confidence([0.6], [0.3]) > 0.5 > named_confidence([0.3], [0.6])
+    assert named_confidence([0.6, 0.5, 0.5], []) > 0.5 > named_confidence([], [0.6])

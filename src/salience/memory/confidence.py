@@ -3,10 +3,11 @@
 Two cases, each a logistic function of one margin, with ``found`` at confidence 0.5:
 
 - The turn names a person recall knows as a speaker ("What did Caroline realize after her
-  race?"): the margin is the best relevance among memories about that person minus the best
-  among memories about someone else. Asked about something that happened to another person,
-  the margin turns negative, and recall says it found nothing rather than offering the other
-  person's memory as theirs.
+  race?"): the margin is the best relevance among memories about that person (whom a memory is
+  about: ``subject.py``) minus the best among memories about someone else, plus half the same
+  margin between the means of the three best of each. Asked about something that happened to
+  another person, the margin turns negative, and recall says it did not find it (``found``
+  false; the memories go under a note saying they may be about someone else).
 - Otherwise: the best dense similarity between the turn and any memory.
 
 The constants were set once on LoCoMo (answerable questions against its adversarial ones,
@@ -18,8 +19,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
-NAMED_MIDPOINT = -0.06
+NAMED_MIDPOINT = -0.07
+TOP_MATCHES = 3  # the named margin also compares the means of this many best matches on each side
+TOP_WEIGHT = 0.5
 NAMED_SLOPE = 12.0
 UNNAMED_MIDPOINT = 0.25
 UNNAMED_SLOPE = 12.0
@@ -42,8 +46,17 @@ def _logistic(x: float, midpoint: float, slope: float) -> float:
     return 1.0 / (1.0 + math.exp(-slope * (x - midpoint)))
 
 
-def named_confidence(best_about: float, best_other: float) -> float:
-    return _logistic(best_about - best_other, NAMED_MIDPOINT, NAMED_SLOPE)
+def named_confidence(about: Sequence[float], other: Sequence[float]) -> float:
+    """From the best relevances (best first, at most ``TOP_MATCHES``) among memories about the
+    person named and among the others; an empty side counts as 0."""
+    def best(values: Sequence[float]) -> float:
+        return float(values[0]) if len(values) else 0.0
+
+    def mean(values: Sequence[float]) -> float:
+        return float(sum(values[:TOP_MATCHES])) / len(values[:TOP_MATCHES]) if len(values) else 0.0
+
+    margin = best(about) - best(other) + TOP_WEIGHT * (mean(about) - mean(other))
+    return _logistic(margin, NAMED_MIDPOINT, NAMED_SLOPE)
 
 
 def unnamed_confidence(best_similarity: float) -> float:

@@ -18,6 +18,7 @@ from salience.background import SpacedTasks
 from salience.memory.inject import day_label, render_line
 from salience.memory.lexical import LexicalIndex
 from salience.memory.salience import salience_array
+from salience.memory.subject import subjects
 from salience.memory.tokens import count_tokens
 from salience.model import MemoryItem, UserRef
 from salience.store.base import Store
@@ -51,6 +52,8 @@ class MemorySet:
         for name, column in _columns(items).items():
             setattr(self, name, column)
         self.speakers = {m.speaker for m in items}
+        # whom each memory is about, worked out here (off the request path when built in the background)
+        self._subjects = _subjects(items, self.speakers)
         self._groups: dict[str, int] = {}
         self._sessions: dict[str, int] = {}
         self._group(items, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype=object))
@@ -176,10 +179,16 @@ class MemorySet:
             counted = self.__dict__.get("_counted")
             if counted is not None:  # a reinforcement only adds sources; nothing left
                 new._counted = counted.union(*(m.sources for m in [*replaced.values(), *joining]))
-        new._about = {
-            name: np.concatenate([mask[kept], np.array([m.speaker == name or name in m.text for m in joining], dtype=bool)])
-            for name, mask in self._about.items()
-        }
+        # whom a memory is about depends on who else speaks: a new speaker works it out afresh
+        if new.speakers != self.speakers:
+            new._subjects, new._about = _subjects(new.items, new.speakers), {}
+        else:
+            joined = _subjects(joining, new.speakers)
+            new._subjects = [self._subjects[i] for i in kept.tolist()] + joined
+            new._about = {
+                name: np.concatenate([mask[kept], np.array([name in s for s in joined], dtype=bool)])
+                for name, mask in self._about.items()
+            }
         return new
 
     def salience(self, now_timestamp: float, half_life_days: float) -> np.ndarray:
@@ -231,15 +240,21 @@ class MemorySet:
         return self._day_labels[index]
 
     def about(self, query: str) -> tuple[set[str], np.ndarray]:
-        """The known speakers the turn names, and which memories are about them (said by them,
-        or naming them). A turn that names nobody is about everyone."""
+        """The known speakers the turn names, and which memories are about them (said by them
+        of themselves, said to them, or naming them: ``memory/subject.py``). A turn that names
+        nobody is about everyone."""
         named = {word.removesuffix("'s") for word in NAME.findall(query)} & self.speakers
         mask = np.ones(len(self.items), dtype=bool) if not named else np.zeros(len(self.items), dtype=bool)
         for name in named:
             if name not in self._about:
-                self._about[name] = np.array([m.speaker == name or name in m.text for m in self.items], dtype=bool)
+                self._about[name] = np.fromiter((name in s for s in self._subjects), dtype=bool, count=len(self.items))
             mask |= self._about[name]
         return named, mask
+
+
+def _subjects(items: list[MemoryItem], speakers: set[str]) -> list[frozenset[str]]:
+    everyone = frozenset(speakers)
+    return [subjects(m.text, m.speaker, everyone) for m in items]
 
 
 def _text(item: MemoryItem) -> str:

@@ -6,8 +6,8 @@
                 names count for less
     salience    importance, decay and reinforcement (memory/salience.py), as of ``at``
     packing     best score first, near-duplicates skipped, counted exactly with tiktoken
-    confidence  calibrated on the best relevance; nothing found and the turn refers to the
-                past -> an honest "you don't remember this" note; nothing found otherwise ->
+    confidence  calibrated on the best relevance margin; nothing found and the turn refers to
+                the past -> an honest "you don't remember this" note; nothing found otherwise ->
                 nothing injected rather than noise
 """
 
@@ -22,7 +22,7 @@ from datetime import datetime
 
 import numpy as np
 
-from salience.memory.confidence import FOUND_AT, named_confidence, refers_to_past, unnamed_confidence
+from salience.memory.confidence import FOUND_AT, TOP_MATCHES, named_confidence, refers_to_past, unnamed_confidence
 from salience.memory.embed import Embedder
 from salience.memory.inject import arc_line, render_context, render_nothing_remembered
 from salience.memory.memory_set import MemoryCache, MemorySet
@@ -185,9 +185,7 @@ class Recaller:
         if not named:
             return unnamed_confidence(float(dense[eligible].max()))
         mine, others = eligible & about, eligible & ~about
-        best_about = float(content_relevance[mine].max()) if mine.any() else 0.0
-        best_other = float(content_relevance[others].max()) if others.any() else 0.0
-        return named_confidence(best_about, best_other)
+        return named_confidence(best_of(content_relevance[mine]), best_of(content_relevance[others]))
 
     @staticmethod
     def _latest_session(memory_set: MemorySet, eligible: np.ndarray) -> np.ndarray:
@@ -226,6 +224,13 @@ def fit_arc_note(arc: Arc, budget: int, model: str | None) -> str:
         if note and count_tokens(arc_line(note), model) + 1 <= allowed:
             return note
     return ""
+
+
+def best_of(values: np.ndarray, count: int = TOP_MATCHES) -> np.ndarray:
+    """The ``count`` best values, best first (fewer when there are fewer; a partial partition)."""
+    if len(values) > count:
+        values = np.partition(values, len(values) - count)[-count:]
+    return np.sort(values)[::-1]
 
 
 def top_indices(score: np.ndarray, count: int) -> np.ndarray:

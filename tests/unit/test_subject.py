@@ -1,4 +1,3 @@
-from salience.memory.inject import render_context, unsure_note
 from salience.memory.subject import is_about
 
 SPEAKERS = frozenset({"Caroline", "Melanie"})
@@ -21,18 +20,6 @@ def test_a_sentence_is_about_whom_it_speaks_of_not_whom_it_calls():
 def test_speaking_to_someone_with_nobody_else_known_stays_about_the_speaker():
     assert is_about("Thanks, you always cheer me up.", "Alice", "Alice", frozenset({"Alice"}))
     assert is_about("You are a great listener.", "Alice", "Alice", frozenset({"Alice"}))
-
-
-def test_the_unsure_note_heads_the_memories():
-    from datetime import datetime, timezone
-
-    from salience.model import MemoryItem
-
-    item = MemoryItem(id="m1", text="I ran a race.", kind="event", importance=0.5, speaker="Melanie",
-                      created_at=datetime(2023, 5, 8, tzinfo=timezone.utc), sources=["D1:1"])
-    block = render_context([item], unsure=unsure_note({"Caroline"}))
-    lines = block.splitlines()
-    assert "Caroline" in lines[2] and "someone else" in lines[2] and lines[3] == "8 May 2023:"
 
 
 def test_sympathy_and_praise_speak_to_the_other_person():

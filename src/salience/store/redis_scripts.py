@@ -82,15 +82,24 @@ redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
 return 1
 """
 
+_WRITTEN_SINCE = """
+-- The ids a ``written`` zset stamps after version ``since``; nil when more than ``limit``.
+local function written_since(written, since, limit)
+  local ids = redis.call('ZRANGEBYSCORE', written, '(' .. since, '+inf', 'LIMIT', 0, tonumber(limit) + 1)
+  if #ids > tonumber(limit) then return nil end
+  return ids
+end
+"""
+
 # KEYS: meta hash, memory order zset, written zset. ARGV: since, limit, memory key prefix.
 # Returns {version, count, changed}: changed is -1 when more than ``limit`` memories were written
 # after version ``since``, else one {id, order, field-values} per memory. The memory hashes are
 # derived from the ids, under the same tag.
-MEMORY_CHANGES = """
+MEMORY_CHANGES = _WRITTEN_SINCE + """
 local version = redis.call('HGET', KEYS[1], 'version') or '0'
 local count = redis.call('ZCARD', KEYS[2])
-local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]) + 1)
-if #ids > tonumber(ARGV[2]) then return {version, count, -1} end
+local ids = written_since(KEYS[3], ARGV[1], ARGV[2])
+if not ids then return {version, count, -1} end
 local changed = {}
 for _, id in ipairs(ids) do
   local order = redis.call('ZSCORE', KEYS[2], id)
@@ -116,11 +125,11 @@ return version
 # KEYS: meta hash, signals hash, signals-written zset. ARGV: since, limit.
 # Returns {version, count, changed}: changed is -1 when more than ``limit`` were written after
 # version ``since``, else the sealed signals written since.
-SIGNAL_CHANGES = """
+SIGNAL_CHANGES = _WRITTEN_SINCE + """
 local version = redis.call('HGET', KEYS[1], 'version') or '0'
 local count = redis.call('HLEN', KEYS[2])
-local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]) + 1)
-if #ids > tonumber(ARGV[2]) then return {version, count, -1} end
+local ids = written_since(KEYS[3], ARGV[1], ARGV[2])
+if not ids then return {version, count, -1} end
 local changed = {}
 if #ids > 0 then
   for _, doc in ipairs(redis.call('HMGET', KEYS[2], unpack(ids))) do

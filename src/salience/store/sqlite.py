@@ -44,6 +44,8 @@ from salience.store.sqlite_schema import (
     MIGRATIONS,
     _bump_version,
     _dt,
+    _snapshot,
+    _user_version,
 )
 
 T = TypeVar("T")
@@ -332,20 +334,13 @@ class SQLiteStore(SQLitePersonModel, SQLiteSafety, SQLiteOutbox, SQLiteQueue, SQ
         return await self._read(existing) if memory_ids else set()
 
     async def memory_version(self, user: UserRef) -> int:
-        def version(conn: sqlite3.Connection) -> int:
-            row = conn.execute(
-                "SELECT version FROM user_versions WHERE tenant=? AND user_id=?", (user.tenant, user.user)
-            ).fetchone()
-            return row[0] if row else 0
-
-        return await self._read(version)
+        return await self._read(lambda conn: _user_version(conn, user))
 
     async def memory_changes(self, user: UserRef, since: int, limit: int) -> MemoryChanges:
         def changes(conn: sqlite3.Connection) -> MemoryChanges:
             args = (user.tenant, user.user)
-            conn.execute("BEGIN")  # one snapshot: the version, the count and the rows agree
-            try:
-                row = conn.execute("SELECT version FROM user_versions WHERE tenant=? AND user_id=?", args).fetchone()
+            with _snapshot(conn):
+                version = _user_version(conn, user)
                 count = conn.execute("SELECT count(*) FROM memories WHERE tenant=? AND user_id=?", args).fetchone()[0]
                 written = conn.execute(  # the index alone: too many are not read
                     "SELECT count(*) FROM memories WHERE tenant=? AND user_id=? AND version > ?", (*args, since)
@@ -357,9 +352,7 @@ class SQLiteStore(SQLitePersonModel, SQLiteSafety, SQLiteOutbox, SQLiteQueue, SQ
                         (*args, since),
                     ).fetchall()
                     changed = [self._row_to_memory(conn, user, r, with_embedding=True) for r in rows]
-            finally:
-                conn.execute("COMMIT")
-            return MemoryChanges(row[0] if row else 0, count, changed)
+            return MemoryChanges(version, count, changed)
 
         return await self._read(changes)
 

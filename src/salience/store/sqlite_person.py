@@ -17,6 +17,8 @@ from salience.model import (
 )
 from salience.store.sqlite_schema import (
     _bump_version,
+    _snapshot,
+    _user_version,
 )
 
 
@@ -123,18 +125,15 @@ class SQLitePersonModel:
     async def message_signal_changes(self, user: UserRef, since: int, limit: int) -> SignalChanges:
         def changes(conn: sqlite3.Connection) -> SignalChanges:
             args = (user.tenant, user.user)
-            conn.execute("BEGIN")  # one snapshot: the version, the count and the rows agree
-            try:
-                row = conn.execute("SELECT version FROM user_versions WHERE tenant=? AND user_id=?", args).fetchone()
+            with _snapshot(conn):
+                version = _user_version(conn, user)
                 count = conn.execute("SELECT count(*) FROM message_signals WHERE tenant=? AND user_id=?", args).fetchone()[0]
                 rows = conn.execute(
                     "SELECT doc FROM message_signals WHERE tenant=? AND user_id=? AND version > ? LIMIT ?",
                     (*args, since, limit + 1),
                 ).fetchall()
-            finally:
-                conn.execute("COMMIT")
             changed = None if len(rows) > limit else [self._signal_of(conn, user, r[0]) for r in rows]
-            return SignalChanges(row[0] if row else 0, count, changed)
+            return SignalChanges(version, count, changed)
 
         return await self._read(changes)
 

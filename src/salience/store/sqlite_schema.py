@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -190,3 +192,18 @@ def _bump_version(conn: sqlite3.Connection, user: UserRef) -> int:
         " ON CONFLICT (tenant, user_id) DO UPDATE SET version = version + 1 RETURNING version",
         (user.tenant, user.user, time.time_ns() // 1000),
     ).fetchall()[0][0]
+
+
+def _user_version(conn: sqlite3.Connection, user: UserRef) -> int:
+    row = conn.execute("SELECT version FROM user_versions WHERE tenant=? AND user_id=?", (user.tenant, user.user)).fetchone()
+    return row[0] if row else 0
+
+
+@contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction: what is read inside agrees (a version and the rows written by then)."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")

@@ -122,11 +122,13 @@ async def test_the_rules_alone_still_meet_the_bar_on_the_tuning_corpus():
         (HOLDOUT5, 0.86, 0.05),
         # the blind set (see its header): 94/130 = 0.723, FPR 3/110 = 0.027 when it was unseen;
         # 108/130 = 0.831, FPR 3/110 = 0.027 after training_3.yaml (a development check by then);
-        # refitted on the int8 embedder: 107/130 = 0.823, FPR 4/110 = 0.036
-        (BLIND, 0.82, 0.04),
+        # refitted on the int8 embedder: 107/130 = 0.823, FPR 4/110 = 0.036; with training_4.yaml
+        # (written without reading it): 111/130 = 0.854, FPR 2/110 = 0.018
+        (BLIND, 0.84, 0.04),
         # the second blind set (see its header), measured once unseen: 107/160 = 0.669, FPR 6/160;
-        # refitted on the int8 embedder: 105/160 = 0.656, FPR 6/160
-        (BLIND_2, 0.65, 0.045),
+        # refitted on the int8 embedder: 105/160 = 0.656, FPR 6/160 (104/160 on a later run); with
+        # training_4.yaml (written without reading it): 113/160 = 0.706, FPR 3/160 = 0.019
+        (BLIND_2, 0.69, 0.045),
     ],
 )
 async def test_the_held_out_sets_do_not_regress(detector, held_out, min_recall, max_false_positive_rate):

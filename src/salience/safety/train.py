@@ -31,7 +31,7 @@ from salience.safety.detect import RuleBasedDetector, normalise
 from salience.safety.hybrid import STRONG_FLAG_VETO, is_short_turn
 from salience.safety.rules import LAUGHTER
 
-TRAINING_FILES = (DATA / "training.yaml", DATA / "training_2.yaml", DATA / "training_3.yaml")
+TRAINING_FILES = (DATA / "training.yaml", DATA / "training_2.yaml", DATA / "training_3.yaml", DATA / "training_4.yaml")
 CORPUS = Path(__file__).resolve().parents[3] / "tests" / "safety"
 TUNING_FILES = ("corpus_dev.yaml", "corpus_holdout.yaml", "corpus_holdout2.yaml", "corpus_holdout3.yaml", "corpus_holdout4.yaml")
 TARGET_FPR = 0.04  # under the 0.05 bar, with room for phrasings the training did not see

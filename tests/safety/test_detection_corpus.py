@@ -27,7 +27,8 @@ FINAL = "corpus_final_holdout.yaml"
 HOLDOUT5 = "corpus_holdout5.yaml"
 BLIND = "corpus_blind.yaml"  # written blind by someone else; see its header
 BLIND_2 = "corpus_blind_2.yaml"  # the same, later, larger; see its header
-HELD_OUT = {FINAL, HOLDOUT5, BLIND, BLIND_2}
+BLIND_3 = "corpus_blind_3.yaml"  # the same again, written by someone who saw nothing; see its header
+HELD_OUT = {FINAL, HOLDOUT5, BLIND, BLIND_2, BLIND_3}
 TUNING = sorted(p.name for p in HERE.glob("corpus_*.yaml") if p.name not in HELD_OUT)
 
 
@@ -129,6 +130,8 @@ async def test_the_rules_alone_still_meet_the_bar_on_the_tuning_corpus():
         # refitted on the int8 embedder: 105/160 = 0.656, FPR 6/160 (104/160 on a later run); with
         # training_4.yaml (written without reading it): 113/160 = 0.706, FPR 3/160 = 0.019
         (BLIND_2, 0.69, 0.045),
+        # the third blind set (see its header), measured unseen: 138/180 = 0.767, FPR 9/180 = 0.050
+        (BLIND_3, 0.75, 0.056),
     ],
 )
 async def test_the_held_out_sets_do_not_regress(detector, held_out, min_recall, max_false_positive_rate):
@@ -140,8 +143,9 @@ async def test_the_held_out_sets_do_not_regress(detector, held_out, min_recall, 
 
 def test_the_held_out_sets_are_not_in_the_training_data():
     trained = {e.text.lower() for e in examples()}
-    # one stock idiom was written independently into both the blind set and training_2.yaml
-    coincidence = {"this heat is murder, i'm melting"}
+    # one stock idiom was written independently into both the blind set and training_2.yaml,
+    # and one stock direct disclosure into both the third blind set and the training data
+    coincidence = {"this heat is murder, i'm melting", "i want to end my life"}
     assert not trained & {m["text"].lower() for m in messages(*HELD_OUT)} - coincidence
 
 
@@ -150,8 +154,9 @@ async def test_refitting_reproduces_the_shipped_weights(embedder):
     choices (C, thresholds) give the same weights. (``--check`` also redoes the cross-validation.)"""
     shipped = SafetyClassifier.load()
     texts = [e.text for e in examples()]
-    refit = train(verbose=False, embeddings=await embedder.embed(texts), reuse=shipped)
-    assert same_model(refit, shipped)
+    vectors = await embedder.embed(texts)
+    refit = train(verbose=False, embeddings=vectors, reuse=shipped)
+    assert same_model(refit, shipped, vectors, texts)
 
 
 @pytest.mark.parametrize(

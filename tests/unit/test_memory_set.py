@@ -119,6 +119,15 @@ def test_an_updated_memory_set_scores_as_one_built_afresh():
     assert_same(again, MemorySet(3, after + more, [safety_again]))
     # and the set it came from still answers for its own version
     assert_same(previous, MemorySet(1, held, [safety], unranked=frozenset({"plain_1"})))
+    # two sets appended to the same one (a catch-up discarded, then done again): the second
+    # does not write over the rows the first appended, and neither over their parent's
+    branch_a, branch_b = memories(70, 2, rng), memories(80, 5, rng)
+    first = again.updated(4, branch_a, set())
+    second = again.updated(4, branch_b, set())
+    assert first is not None and second is not None
+    assert_same(first, MemorySet(4, after + more + branch_a, [safety_again]))
+    assert_same(second, MemorySet(4, after + more + branch_b, [safety_again]))
+    assert_same(again, MemorySet(3, after + more, [safety_again]))
 
 
 def test_a_change_that_does_not_fit_in_place_asks_for_a_full_build():

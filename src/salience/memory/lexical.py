@@ -57,20 +57,23 @@ class LexicalIndex:
         kept = np.asarray(kept, dtype=np.int64)
         index.vocab = self.vocab
         index.words = dict(self.words)
-        if len(kept) == self.size and bool((kept == np.arange(self.size)).all()):
+        everything = len(kept) == self.size and bool((kept == np.arange(self.size)).all())
+        if everything:
             kept_texts = list(self._texts)
         else:  # texts removed: their words go too (an erased memory leaves nothing behind)
             kept_texts = [self._texts[i] for i in kept.tolist()]
             for text in set(self._texts) - set(kept_texts):
                 del index.words[text]
         index._learn(added, self.words)
-        # the kept documents' entries, in their new order
-        starts, ends = self._ptr[kept], self._ptr[kept + 1]
-        sizes = ends - starts
-        ptr = np.zeros(len(kept) + 1, dtype=np.int64)
-        np.cumsum(sizes, out=ptr[1:])
-        entries = np.repeat(starts - ptr[:-1], sizes) + np.arange(ptr[-1], dtype=np.int64)
-        terms, counts, lengths = self._terms[entries], self._counts[entries], self._lengths[kept]
+        if everything:  # only additions: the entries as they are
+            terms, counts, ptr, lengths = self._terms, self._counts, self._ptr, self._lengths
+        else:  # the kept documents' entries, in their new order
+            starts, ends = self._ptr[kept], self._ptr[kept + 1]
+            sizes = ends - starts
+            ptr = np.zeros(len(kept) + 1, dtype=np.int64)
+            np.cumsum(sizes, out=ptr[1:])
+            entries = np.repeat(starts - ptr[:-1], sizes) + np.arange(ptr[-1], dtype=np.int64)
+            terms, counts, lengths = self._terms[entries], self._counts[entries], self._lengths[kept]
         if added:
             new_terms, new_counts, new_ptr, new_lengths = index._count(added)
             terms = np.concatenate([terms, new_terms])

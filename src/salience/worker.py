@@ -47,7 +47,7 @@ class ExtractionWorker:
         self.embedder = embedder
         # The memories each job is consolidated against, kept current with what was written
         # since the last job rather than loaded whole every time (10k memories: ~0.5 s).
-        self.memories = MemoryCache(store, max_users=CACHED_USERS, serve_stale=False)
+        self.memories = MemoryCache(store, max_users=CACHED_USERS, serve_stale=False, lexical=False)
         self.poll_seconds = poll_seconds
         self.batch = batch
         # Told of every job committed (the audit log, the serving process's caches); set by ``Services``.

@@ -37,10 +37,12 @@ class MemorySet:
         pinned_items: list[MemoryItem] | None = None,
         previous: "MemorySet | None" = None,
         unranked: frozenset[str] = frozenset(),
+        lexical: bool = True,
     ) -> None:
         """``previous``: the user's set this one replaces, whose tokenized texts are reused.
         ``unranked``: the ids of the user's other memories (no embedding), held only so that
-        ``held`` counts every memory of the user."""
+        ``held`` counts every memory of the user. ``lexical``: False for a reader that never
+        scores a query (the extraction worker): no BM25 index is built or kept up to date."""
         self.version = version
         self.items = items
         # Pinned memories (safety) are never ranked or budgeted: recall returns them as they are.
@@ -49,7 +51,10 @@ class MemorySet:
         self.ids = {m.id: n for n, m in enumerate(items)}
         self._rows = _RowBuffer(np.stack([m.embedding for m in items]).astype(np.float32) if items else np.zeros((0, 0), np.float32))
         self.matrix = self._rows.first(len(items))
-        self.lexical = LexicalIndex([_text(m) for m in items], previous.lexical.words if previous is not None else None)
+        self.lexical: LexicalIndex | None = None
+        if lexical:
+            known = previous.lexical.words if previous is not None and previous.lexical is not None else None
+            self.lexical = LexicalIndex([_text(m) for m in items], known)
         for name, column in _columns(items).items():
             setattr(self, name, column)
         self.speakers = {m.speaker for m in items}
@@ -154,7 +159,9 @@ class MemorySet:
         if joining:
             new._rows = new._rows.extended(len(kept), np.stack([m.embedding for m in joining]).astype(np.float32))
         new.matrix = new._rows.first(len(new.items))
-        new.lexical = self.lexical.updated(kept, [_text(m) for m in joining]) if (joining or removed) else self.lexical
+        new.lexical = self.lexical
+        if self.lexical is not None and (joining or removed):
+            new.lexical = self.lexical.updated(kept, [_text(m) for m in joining])
         columns = _columns(list(replaced.values()))
         additions = _columns(joining)
         for name in additions:
@@ -346,12 +353,14 @@ class MemoryCache:
     REBUILD_SPACING = 10.0
     CATCH_UP_LIMIT = 200  # memories written since the cached version; more: a full build
 
-    def __init__(self, store: Store, max_users: int = 10_000, serve_stale: bool = True) -> None:
+    def __init__(self, store: Store, max_users: int = 10_000, serve_stale: bool = True, lexical: bool = True) -> None:
         """``serve_stale``: False for a reader that must see every memory (the extraction worker
-        consolidates against them): a set is then always brought up to date before it is returned."""
+        consolidates against them): a set is then always brought up to date before it is returned.
+        ``lexical``: False for a reader that never scores a query (no BM25 index, see ``MemorySet``)."""
         self.store = store
         self.max_users = max_users
         self.serve_stale = serve_stale
+        self.lexical = lexical
         self._sets: dict[UserRef, MemorySet] = {}
         self._rebuilds = SpacedTasks("memory set rebuild", self.REBUILD_SPACING, max_users)
         self._generation: dict[UserRef, int] = {}  # moved by ``forget``: a build begun before is discarded
@@ -429,7 +438,7 @@ class MemoryCache:
         unranked = frozenset(m.id for m in loaded if m.embedding is None and not m.pinned)
         # Off the event loop: other users' requests go on while the arrays and index are built.
         previous = self._sets.get(user)  # dropped by ``forget``: nothing erased is carried over
-        memory_set = await asyncio.to_thread(MemorySet, version, items, pinned, previous, unranked)
+        memory_set = await asyncio.to_thread(MemorySet, version, items, pinned, previous, unranked, self.lexical)
         if self._generation.get(user, 0) != generation:  # erased meanwhile: load again
             return await self._build(user, await self.store.memory_version(user))
         self._keep(user, memory_set)

@@ -137,6 +137,7 @@ class Recaller:
             return self._nothing_found(query, budget, 0.0, model, pinned, arc, arc_note)
 
         named, about = memory_set.about(query)
+        assert memory_set.lexical is not None, "recall's cache keeps the BM25 index"
         lexical = memory_set.lexical.scores(strip_names(query, named))
         query_vector = (await self.embedder.embed([query]))[0]
         # einsum, not BLAS: OpenBLAS splits a 10k x 384 product over every core and, on a busy

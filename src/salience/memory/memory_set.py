@@ -17,6 +17,7 @@ import numpy as np
 from salience.background import SpacedTasks
 from salience.memory.inject import day_label, render_line
 from salience.memory.lexical import LexicalIndex
+from salience.memory.rows import RowBuffer
 from salience.memory.salience import salience_array
 from salience.memory.subject import subjects
 from salience.memory.tokens import count_tokens
@@ -49,7 +50,7 @@ class MemorySet:
         self.pinned_items = pinned_items or []
         self.unranked = unranked
         self.ids = {m.id: n for n, m in enumerate(items)}
-        self._rows = _RowBuffer(np.stack([m.embedding for m in items]).astype(np.float32) if items else np.zeros((0, 0), np.float32))
+        self._rows = RowBuffer(np.stack([m.embedding for m in items]).astype(np.float32) if items else np.zeros((0, 0), np.float32))
         self.matrix = self._rows.first(len(items))
         self.lexical: LexicalIndex | None = None
         if lexical:
@@ -155,7 +156,7 @@ class MemorySet:
             m.id: count + n for n, m in enumerate(joining)}}
         new._rows = self._rows
         if removed:
-            new._rows = _RowBuffer(self.matrix[kept])
+            new._rows = RowBuffer(self.matrix[kept])
         if joining:
             new._rows = new._rows.extended(len(kept), np.stack([m.embedding for m in joining]).astype(np.float32))
         new.matrix = new._rows.first(len(new.items))
@@ -266,35 +267,6 @@ class MemorySet:
 def _subjects(items: list[MemoryItem], speakers: set[str]) -> list[frozenset[str]]:
     everyone = frozenset(speakers)
     return [subjects(m.text, m.speaker, everyone) for m in items]
-
-
-class _RowBuffer:
-    """The embedding rows of a user's memory sets, with room to grow: a set one turn newer
-    appends its memories' rows after the ones it shares with the set it replaces, instead of
-    copying all of them (15 MB at 10k). Each set reads only its own first rows, so the set it
-    replaces, perhaps still scoring a query, sees nothing change."""
-
-    def __init__(self, rows: np.ndarray) -> None:
-        self.array = rows
-        self.filled = len(rows)
-
-    def first(self, count: int) -> np.ndarray:
-        return self.array[:count]
-
-    def extended(self, count: int, fresh: np.ndarray) -> "_RowBuffer":
-        """The buffer holding these ``count`` rows and then ``fresh``: this one when nothing was
-        appended after row ``count`` yet and there is room, else a larger copy."""
-        end = count + len(fresh)
-        if self.filled == count and end <= len(self.array) and self.array.shape[1:] == fresh.shape[1:]:
-            self.array[count:end] = fresh
-            self.filled = end
-            return self
-        rows = self.array[:count].reshape(count, fresh.shape[1])
-        grown = np.empty((max(end, int(end * 1.25) + 64), fresh.shape[1]), dtype=np.float32)
-        grown[:count], grown[count:end] = rows, fresh
-        buffer = _RowBuffer(grown)
-        buffer.filled = end
-        return buffer
 
 
 def _text(item: MemoryItem) -> str:

@@ -27,8 +27,8 @@ log = logging.getLogger("salience.worker")
 
 MAX_ATTEMPTS = 5
 RELATED = 8  # existing memories shown to an extractor that decides ADD / UPDATE / DELETE / NOOP
-LEASE = timedelta(seconds=120)
-CACHED_USERS = 64  # memory sets the worker keeps between jobs  # the default; salience.yaml extraction.lease_seconds sets it
+LEASE = timedelta(seconds=120)  # the default; salience.yaml extraction.lease_seconds sets it
+CACHED_USERS = 64  # memory sets the worker keeps between jobs
 
 
 class ExtractionWorker:

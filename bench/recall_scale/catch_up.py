@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from salience.memory.memory_set import MemoryCache
+from salience.memory.memory_cache import MemoryCache
 from salience.model import ExtractionJob, MemoryItem, UserRef, utcnow
 from salience.store.base import open_store
 

@@ -17,7 +17,8 @@ from salience.background import Poller
 from salience.memory.consolidate import consolidate, replacement
 from salience.memory.embed import Embedder
 from salience.memory.extract import Extractor
-from salience.memory.memory_set import MemoryCache, MemorySet
+from salience.memory.memory_cache import MemoryCache
+from salience.memory.memory_set import MemorySet
 from salience.memory.person import update_person_model
 from salience.model import ExtractionJob, MemoryItem, Message, utcnow
 from salience.safety.detect import RuleBasedDetector

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from salience.memory.lexical import LexicalIndex, tokenize, words
-from salience.memory.memory_set import MemoryCache, MemorySet
+from salience.memory.memory_cache import MemoryCache
+from salience.memory.memory_set import MemorySet
 from salience.model import ExtractionJob, MemoryItem, UserRef, utcnow
 from salience.store.base import Store, open_store
 

@@ -25,7 +25,8 @@ import numpy as np
 from salience.memory.confidence import FOUND_AT, TOP_MATCHES, named_confidence, refers_to_past, unnamed_confidence
 from salience.memory.embed import Embedder
 from salience.memory.inject import arc_line, render_context, render_nothing_remembered
-from salience.memory.memory_set import MemoryCache, MemorySet
+from salience.memory.memory_cache import MemoryCache
+from salience.memory.memory_set import MemorySet
 from salience.memory.arc import Arc, render_arc_note
 from salience.memory.person import PersonCache
 from salience.memory.shared_embeddings import SharedEmbeddings

@@ -67,6 +67,7 @@ from salience.model import (
     UserRef,
     new_id,
 )
+from salience.store import redis_queue_scripts as queue_scripts
 from salience.store import redis_scripts as scripts
 from salience.store.redis_person import RedisPersonModel
 from salience.store.redis_safety import RedisSafety
@@ -105,10 +106,10 @@ class RedisStore(RedisPersonModel, RedisSafety, RedisOutbox, RedisQueue, RedisCo
         )
         self._resolve_session = self._redis.register_script(scripts.RESOLVE_SESSION)
         self._commit = self._redis.register_script(scripts.COMMIT_EXTRACTION)
-        self._enqueue = self._redis.register_script(scripts.ENQUEUE)
-        self._claim = self._redis.register_script(scripts.CLAIM)
-        self._finish = self._redis.register_script(scripts.FINISH)
-        self._retry = self._redis.register_script(scripts.RETRY)
+        self._enqueue = self._redis.register_script(queue_scripts.ENQUEUE)
+        self._claim = self._redis.register_script(queue_scripts.CLAIM)
+        self._finish = self._redis.register_script(queue_scripts.FINISH)
+        self._retry = self._redis.register_script(queue_scripts.RETRY)
         self._delete_memory = self._redis.register_script(scripts.DELETE_MEMORY)
         self._memory_changes = self._redis.register_script(scripts.MEMORY_CHANGES)
         self._save_signals = self._redis.register_script(scripts.SAVE_SIGNALS)
@@ -116,13 +117,13 @@ class RedisStore(RedisPersonModel, RedisSafety, RedisOutbox, RedisQueue, RedisCo
         self._save_safety = self._redis.register_script(scripts.SAVE_SAFETY)
         self._unlink_memory = self._redis.register_script(scripts.UNLINK_MEMORY)
         self._bump_version = self._redis.register_script(scripts.BUMP_VERSION)
-        self._outbox_enqueue = self._redis.register_script(scripts.OUTBOX_ENQUEUE)
-        self._outbox_claim = self._redis.register_script(scripts.OUTBOX_CLAIM)
-        self._outbox_ack = self._redis.register_script(scripts.OUTBOX_ACK)
-        self._outbox_retry = self._redis.register_script(scripts.OUTBOX_RETRY)
+        self._outbox_enqueue = self._redis.register_script(queue_scripts.OUTBOX_ENQUEUE)
+        self._outbox_claim = self._redis.register_script(queue_scripts.OUTBOX_CLAIM)
+        self._outbox_ack = self._redis.register_script(queue_scripts.OUTBOX_ACK)
+        self._outbox_retry = self._redis.register_script(queue_scripts.OUTBOX_RETRY)
         self._erase_memory = self._redis.register_script(scripts.ERASE_MEMORY)
-        self._queue_drop = self._redis.register_script(scripts.QUEUE_DROP)
-        self._outbox_drop = self._redis.register_script(scripts.OUTBOX_DROP)
+        self._queue_drop = self._redis.register_script(queue_scripts.QUEUE_DROP)
+        self._outbox_drop = self._redis.register_script(queue_scripts.OUTBOX_DROP)
 
     # -- encryption at rest: every text field through the user's data key ----------------------
     async def _key(self, user: UserRef, create: bool) -> bytes | None:

@@ -61,10 +61,12 @@ def serve(
     import uvicorn
 
     from salience.app import create_app
+    from salience.memory.vectors import one_blas_thread
     from salience.worker_process import ExtractionProcess
 
     settings = _load(config)
     logging.basicConfig(level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    one_blas_thread()
     extraction = settings.server.extraction
     separate = extraction.enabled and extraction.process == "separate"
     uvicorn.run(
@@ -89,10 +91,12 @@ def worker(
 
     `salience serve` starts one itself (extraction.process: separate, the default); run it by hand
     for serving processes configured with extraction.enabled: false that share one store."""
+    from salience.memory.vectors import one_blas_thread
     from salience.worker_process import run_worker
 
     settings = _load(config)
     logging.basicConfig(level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    one_blas_thread()
     asyncio.run(run_worker(settings, supervised_by, commits_fd))
 
 

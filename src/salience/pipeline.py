@@ -61,18 +61,26 @@ async def chat_completion(request: Request, tenant: TenantSettings, body: dict[s
 
     # Screening and recall both read the embedding of the latest user message: it is
     # computed (off the event loop) while the store answers and the lexical scores are made.
+    # Recall needs the user, not the session: it starts now, while the session is resolved.
     query = content_text(last_message_of(body["messages"], "user").get("content"))
     services.embedder.start(query)
+    recalling = asyncio.ensure_future(
+        services.recaller.recall(user, query, tenant.memory, model=body.get("model") or tenant.upstream.model)
+    )
     try:
-        identity = await identify(services, tenant, user, requested_session)
+        try:
+            identity = await identify(services, tenant, user, requested_session)
+        except BaseException:
+            recalling.cancel()  # and its outcome read, if it ended first (the store is down, say)
+            recalling.add_done_callback(lambda task: task.cancelled() or task.exception())
+            raise
 
         # screen every new user message before anything goes upstream (a disclosure is
-        # pinned), and recall, side by side: neither needs the other's result
+        # pinned), while recall goes on: neither needs the other's result
         assert identity.session_id is not None
         new_messages = exchange_messages(user, identity.session_id, identity.now, exchange_turns(body["messages"], ""))
         screening, recall = await asyncio.gather(
-            services.safety.screen(tenant, user, identity.session_id, new_messages, identity.now),
-            services.recaller.recall(identity.user, query, tenant.memory, model=body.get("model") or tenant.upstream.model),
+            services.safety.screen(tenant, user, identity.session_id, new_messages, identity.now), recalling
         )
 
         # inject: the safety note (pinned, outside the budget) first, then the recalled memories

@@ -20,6 +20,7 @@ from salience.memory.extract import Extractor
 from salience.memory.memory_cache import MemoryCache
 from salience.memory.memory_set import MemorySet
 from salience.memory.person import update_person_model
+from salience.memory.vectors import similarities
 from salience.model import ExtractionJob, MemoryItem, Message, utcnow
 from salience.safety.detect import RuleBasedDetector
 from salience.store.base import Store
@@ -109,7 +110,7 @@ class ExtractionWorker:
         if not text or not memories.items:
             return []
         query = (await self.embedder.embed([text]))[0]
-        similarity = np.einsum("ij,j->i", memories.matrix, query)
+        similarity = similarities(memories.matrix, query)
         return [memories.items[int(i)] for i in np.argsort(-similarity)[:RELATED]]
 
     def _flagged(self, text: str) -> bool:

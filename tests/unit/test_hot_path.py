@@ -170,6 +170,44 @@ async def test_the_person_model_catches_up_with_new_signals_and_erasure_drops_it
         await store.close()
 
 
+async def test_the_arc_of_a_caught_up_person_model_is_the_arc_counted_from_scratch(tmp_path: Path):
+    """The arc is read on every turn: a caught-up model adds the new signals to its sessions'
+    tallies instead of counting every signal again, and must say exactly what a model loaded
+    whole says (sessions, moods, themes, crisis adjacency), also when a signal is rewritten."""
+    from salience.memory.arc import compute_arc
+
+    store = open_store(f"sqlite:///{tmp_path / 'arc.db'}")
+    await store.open()
+    user = UserRef("t", "u")
+    people = PersonCache(store)
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    moods = [0.6, 0.5, 0.1, -0.2, -0.3, -0.5, -0.7]
+    topics = [["work"], ["work", "sleep"], ["family"], ["work", "family"], ["sleep"], ["work"], ["family", "work"]]
+    try:
+        models = []
+        for n, (mood, labels) in enumerate(zip(moods, topics)):
+            for k in range(2):  # two messages a session, the second flagged in the last session
+                signal = MessageSignal(f"m{n}-{k}", f"s{n}", start + timedelta(days=7 * n, minutes=k), mood - 0.05 * k,
+                                       labels, flagged=n == len(moods) - 1 and k == 1)
+                await store.save_message_signals(user, [signal])
+                model = await people.get(user, await store.memory_version(user))
+                model.arc()
+                models.append(model)
+        # a rewritten signal (a job that ran again with other topics) is counted anew
+        await store.save_message_signals(user, [MessageSignal("m6-1", "s6", start + timedelta(days=42, minutes=1), 0.9,
+                                                              ["money"], flagged=True)])
+        models.append(await people.get(user, await store.memory_version(user)))
+
+        assert models[-2].tallies is not None and models[-3].tallies is not None  # caught up, not reloaded
+        for model in models:
+            assert model.arc() == compute_arc(await store.load_message_signals(user) if model is models[-1] else model.signals, [])
+        latest = models[-1].arc()
+        assert latest.sessions[-1].messages == 2 and latest.sessions[-1].mood == np.mean([-0.7, 0.9])
+        assert latest.crisis_adjacent == ["family", "money", "work"]
+    finally:
+        await store.close()
+
+
 async def test_a_commit_announced_brings_the_users_memory_up_to_date_before_the_next_recall(tmp_path: Path):
     store = open_store(f"sqlite:///{tmp_path / 'refresh.db'}")
     await store.open()

@@ -157,12 +157,64 @@ class Arc:
 
 
 def compute_arc(signals: list[MessageSignal], entities: list[Entity], at: datetime | None = None) -> Arc:
-    labels = {ENTITY_TOPIC + e.id: theme_label(e) for e in entities}
+    return arc_of(session_tallies([s for s in signals if at is None or s.created_at <= at]), entities)
+
+
+@dataclass(frozen=True)
+class SessionTally:
+    """What one session's signals add up to, before entity ids become theme labels: kept by
+    the person model so that a new signal updates its session's tally instead of every
+    session being counted again (the arc is read on every turn; its signals only grow)."""
+
+    started_at: datetime
+    moods: tuple[float, ...]  # in the order the signals were read: the mean is the same either way
+    topics: Counter[str]  # raw topic -> messages naming it (each topic once per message)
+    flagged: int
+
+    def adding(self, rows: list[MessageSignal]) -> SessionTally:
+        topics = self.topics.copy()
+        for row in rows:
+            topics.update(list(dict.fromkeys(row.topics)))  # each topic once per message
+        return SessionTally(
+            min(self.started_at, *(r.created_at for r in rows)),
+            self.moods + tuple(r.mood for r in rows),
+            topics,
+            self.flagged + sum(r.flagged for r in rows),
+        )
+
+    def point(self, session_id: str, labels: dict[str, str]) -> SessionPoint:
+        topics: Counter[str] = Counter()
+        for topic, messages in self.topics.items():
+            if topic.startswith(ENTITY_TOPIC) and topic not in labels:
+                continue  # an entity since erased
+            topics[labels.get(topic, topic)] += messages
+        return SessionPoint(
+            session_id=session_id,
+            started_at=self.started_at,
+            messages=len(self.moods),
+            mood=float(np.mean(self.moods)),
+            topics=sorted(topics.items(), key=lambda kv: (-kv[1], kv[0])),
+            flagged=self.flagged,
+        )
+
+
+def session_tallies(
+    signals: list[MessageSignal], tallies: dict[str, SessionTally] | None = None
+) -> dict[str, SessionTally]:
+    """``tallies`` (not changed) with ``signals`` added, by session; from nothing when None."""
     by_session: dict[str, list[MessageSignal]] = {}
     for signal in signals:
-        if at is None or signal.created_at <= at:
-            by_session.setdefault(signal.session_id, []).append(signal)
-    points = sorted((_point(sid, rows, labels) for sid, rows in by_session.items()), key=lambda p: p.started_at)
+        by_session.setdefault(signal.session_id, []).append(signal)
+    tallies = dict(tallies or {})
+    for session_id, rows in by_session.items():
+        known = tallies.get(session_id)
+        tallies[session_id] = known.adding(rows) if known else SessionTally(rows[0].created_at, (), Counter(), 0).adding(rows)
+    return tallies
+
+
+def arc_of(tallies: dict[str, SessionTally], entities: list[Entity]) -> Arc:
+    labels = {ENTITY_TOPIC + e.id: theme_label(e) for e in entities}
+    points = sorted((tally.point(sid, labels) for sid, tally in tallies.items()), key=lambda p: p.started_at)
     arc = Arc(sessions=points)
     if not points:
         return arc
@@ -173,23 +225,6 @@ def compute_arc(signals: list[MessageSignal], entities: list[Entity], at: dateti
     ][:MAX_THEMES]
     arc.crisis_adjacent = _newly_crisis_adjacent(points)
     return arc
-
-
-def _point(session_id: str, rows: list[MessageSignal], labels: dict[str, str]) -> SessionPoint:
-    topics: Counter[str] = Counter()
-    for row in rows:
-        for topic in dict.fromkeys(row.topics):
-            if topic.startswith(ENTITY_TOPIC) and topic not in labels:
-                continue  # an entity since erased
-            topics[labels.get(topic, topic)] += 1
-    return SessionPoint(
-        session_id=session_id,
-        started_at=min(r.created_at for r in rows),
-        messages=len(rows),
-        mood=float(np.mean([r.mood for r in rows])),
-        topics=sorted(topics.items(), key=lambda kv: (-kv[1], kv[0])),
-        flagged=sum(r.flagged for r in rows),
-    )
 
 
 def _trend(arc: Arc, window: list[SessionPoint]) -> None:

@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 
 from salience.memory.extract import Candidate
+from salience.memory.vectors import similarities
 from salience.model import MemoryItem, UserRef, stable_id
 
 SAME_MEMORY_SIMILARITY = 0.92
@@ -65,9 +66,9 @@ def consolidate(
 def _most_similar(vector: np.ndarray, matrix: np.ndarray) -> int | None:
     if matrix.shape[0] == 0:
         return None
-    similarities = np.einsum("ij,j->i", matrix, vector)  # one core: see recall.py on BLAS threads
-    best = int(np.argmax(similarities))
-    return best if similarities[best] >= SAME_MEMORY_SIMILARITY else None
+    similarity = similarities(matrix, vector)
+    best = int(np.argmax(similarity))
+    return best if similarity[best] >= SAME_MEMORY_SIMILARITY else None
 
 
 def replacement(user: UserRef, candidate: Candidate, target: MemoryItem, vector: np.ndarray) -> MemoryItem:

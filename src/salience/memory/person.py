@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
 from salience.background import SpacedTasks
-from salience.memory.arc import Arc, compute_arc, message_signals
+from salience.memory.arc import Arc, SessionTally, arc_of, compute_arc, message_signals, session_tallies
 from salience.memory.entities import EntityResolver, MemoryText, entities_in_query
 from salience.model import Entity, MemoryItem, Message, MessageSignal, UserRef
 from salience.store.base import Store
@@ -59,6 +59,9 @@ class PersonModel:
     version: int
     entities: list[Entity]
     signals: list[MessageSignal]
+    # every signal added up by session (for the arc as of now); a model that caught up with a
+    # few new signals starts from the tallies of the one before
+    tallies: dict[str, SessionTally] | None = None
     _arcs: dict[float | None, Arc] = field(default_factory=dict)
 
     def arc(self, at: datetime | None = None) -> Arc:
@@ -66,18 +69,23 @@ class PersonModel:
         if key not in self._arcs:
             if len(self._arcs) > 32:
                 self._arcs.clear()
-            self._arcs[key] = compute_arc(self.signals, self.entities, at)
+            if at is None:
+                if self.tallies is None:
+                    self.tallies = session_tallies(self.signals)
+                self._arcs[key] = arc_of(self.tallies, self.entities)
+            else:
+                self._arcs[key] = compute_arc(self.signals, self.entities, at)
         return self._arcs[key]
 
-    def linked_mask(self, query: str, items: list[MemoryItem], speakers: set[str]) -> np.ndarray:
-        """Which memories are linked to an entity the turn refers to ("my sister" finds the
-        memories that only say "Sarah")."""
-        mask = np.zeros(len(items), dtype=bool)
+    def linked_mask(self, query: str, rows: Mapping[str, int], count: int, speakers: set[str]) -> np.ndarray:
+        """Which of ``count`` memories (``rows``: memory id -> row) are linked to an entity the
+        turn refers to ("my sister" finds the memories that only say "Sarah"). Read through
+        the links, never across every memory: a turn's cost follows its entities, not the set."""
+        mask = np.zeros(count, dtype=bool)
         referred = entities_in_query(query, self.entities, speakers)
-        if not referred:
-            return mask
         linked = {memory_id for entity in referred for memory_id in entity.memory_ids}
-        return np.array([item.id in linked for item in items], dtype=bool)
+        mask[[row for memory_id in linked if (row := rows.get(memory_id)) is not None]] = True
+        return mask
 
 
 class PersonCache:
@@ -126,12 +134,17 @@ class PersonCache:
             return None
         fresh = {s.message_id: s for s in changes.changed}
         signals = [s for s in cached.signals if s.message_id not in fresh] if fresh else list(cached.signals)
-        signals.extend(sorted(fresh.values(), key=_signal_order))
+        rewritten = len(signals) < len(cached.signals)
+        added = sorted(fresh.values(), key=_signal_order)
+        signals.extend(added)
         if len(signals) != changes.count:  # some were erased (or rewritten elsewhere): load whole
             return None
-        if len(signals) > len(fresh) and fresh and _signal_order(signals[-len(fresh)]) < _signal_order(signals[-len(fresh) - 1]):
+        in_order = not (len(signals) > len(fresh) and fresh and _signal_order(signals[-len(fresh)]) < _signal_order(signals[-len(fresh) - 1]))
+        if not in_order:
             signals.sort(key=_signal_order)  # an older message's signal written late
-        model = PersonModel(changes.version, await self.store.load_entities(user), signals)
+        # new signals at the end: the sessions' tallies only add them (else they are counted anew)
+        tallies = session_tallies(added, cached.tallies) if cached.tallies is not None and in_order and not rewritten else None
+        model = PersonModel(changes.version, await self.store.load_entities(user), signals, tallies)
         if self._generation.get(user, 0) != generation:  # erased meanwhile
             return None
         self._keep(user, model)

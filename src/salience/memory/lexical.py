@@ -5,8 +5,9 @@ method (Lucene's BM25, k1 = 1.5, b = 0.75) to the bit: the tests compare with ``
 The index is our own because ``bm25s`` indexes a corpus in one go, in Python loops over its
 documents (~110 ms for 10k memories), and a memory set is brought up to date after nearly every
 turn. Here each document's term counts are kept as arrays, so a set with a few memories added or
-removed recomputes the weights of all of them (every weight depends on the corpus' average
-length and on each term's document frequency) with a few vectorized passes, ~3 ms for 10k.
+removed only re-sorts the counts by term (~0.3 ms for 10k); the weights, which all depend on
+the corpus (its average length, each term's document frequency), are worked out when a query
+reads its terms' postings, for those terms only.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class LexicalIndex:
         """The index of this one's texts at positions ``kept`` (in that order), then ``added``.
 
         Only the added texts are tokenized and counted; the kept documents' counts are sliced
-        out of this index's arrays, and the weights of all are recomputed."""
+        out of this index's arrays."""
         index = LexicalIndex.__new__(LexicalIndex)
         kept = np.asarray(kept, dtype=np.int64)
         index.vocab = self.vocab
@@ -113,9 +114,12 @@ class LexicalIndex:
     def _assemble(
         self, size: int, terms: np.ndarray, counts: np.ndarray, ptr: np.ndarray, lengths: np.ndarray, texts: list[str]
     ) -> None:
-        """The BM25 weight of every (document, term) and the term-major matrix queries read.
+        """The term-major matrix of term counts queries read, and the corpus' average length.
 
-        The arithmetic is ``bm25s``' own (float64, stored as float32), so scores are identical."""
+        Weights are worked out at query time, for the query's terms only: every weight depends on
+        the corpus (its size, average length and the term's document frequency), so weights kept
+        here would all have to be recomputed whenever a memory joins (~3 ms at 10k, after every
+        extraction), where a query reads a few terms' postings."""
         self.size = size
         self._terms, self._counts, self._ptr, self._lengths = terms, counts, ptr, lengths
         self._texts = texts
@@ -123,22 +127,23 @@ class LexicalIndex:
         if size == 0:
             self._indptr = np.zeros(n_vocab + 1, dtype=np.int64)
             self._docs = np.zeros(0, dtype=np.int32)
-            self._weights = np.zeros(0, dtype=np.float32)
+            self._frequencies = np.zeros(0, dtype=np.float32)
             return
-        doc_frequency = np.bincount(terms, minlength=n_vocab)
-        # math.log, as bm25s computes it (numpy's log may differ in the last bit), once per
-        # distinct document frequency
-        by_frequency = np.zeros(int(doc_frequency.max(initial=0)) + 1, dtype=np.float64)
-        for df in np.flatnonzero(np.bincount(doc_frequency)).tolist():
-            by_frequency[df] = math.log(1 + (size - df + 0.5) / (df + 0.5))
-        idf = by_frequency[doc_frequency].astype(np.float32)
-        average = np.float64(int(lengths.sum())) / size
-        doc_of_entry = np.repeat(np.arange(size, dtype=np.int32), np.diff(ptr))
-        length = lengths[doc_of_entry].astype(np.float64)
-        tf = counts.astype(np.float64)
-        weights = (idf[terms].astype(np.float64) * (tf / (K1 * ((1 - B) + B * length / average) + tf))).astype(np.float32)
-        by_term = sparse.csr_matrix((weights, terms, ptr), shape=(size, n_vocab)).tocsc()
-        self._indptr, self._docs, self._weights = by_term.indptr, by_term.indices, by_term.data
+        self._average = np.float64(int(lengths.sum())) / size
+        by_term = sparse.csr_matrix((counts, terms, ptr), shape=(size, n_vocab)).tocsc()
+        self._indptr, self._docs, self._frequencies = by_term.indptr, by_term.indices, by_term.data
+
+    def _weights(self, term: int) -> tuple[np.ndarray, np.ndarray]:
+        """The documents holding ``term`` and its BM25 weight in each, in ``bm25s``' arithmetic
+        (IDF by ``math.log``, float64, stored as float32), so that scores are identical."""
+        start, end = int(self._indptr[term]), int(self._indptr[term + 1])
+        docs = self._docs[start:end]
+        frequency = end - start
+        idf = np.float32(math.log(1 + (self.size - frequency + 0.5) / (frequency + 0.5)))
+        length = self._lengths[docs].astype(np.float64)
+        tf = self._frequencies[start:end].astype(np.float64)
+        weights = (np.float64(idf) * (tf / (K1 * ((1 - B) + B * length / self._average) + tf))).astype(np.float32)
+        return docs, weights
 
     def scores(self, query: str) -> np.ndarray:
         """One BM25 score per indexed text, scaled so the best is 1 (all 0 when nothing matches)."""
@@ -151,7 +156,6 @@ class LexicalIndex:
         ids = [i for i in ids if i < n_terms]  # a word a newer index learnt meanwhile
         raw = np.zeros(self.size, dtype=np.float32)
         for term in ids:  # term by term, in float32, as bm25s adds them up
-            start, end = self._indptr[term], self._indptr[term + 1]
-            np.add.at(raw, self._docs[start:end], self._weights[start:end])
+            np.add.at(raw, *self._weights(term))
         best = float(raw.max())
         return raw / best if best > 0 else raw

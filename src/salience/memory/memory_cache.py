@@ -18,7 +18,7 @@ class MemoryCache:
     Extraction moves the version after nearly every turn. A cached set is brought up to date
     with what was written since its version (``Store.memory_changes``): for a user with 10k
     memories, a turn's few new and reinforced memories cost a few milliseconds (one store round
-    trip, the new rows appended to the arrays, the BM25 weights recomputed), so this is done
+    trip, the new rows appended to the arrays and to the BM25 index's term counts), so this is done
     before answering and the newest memories are recalled at once; a user's concurrent requests
     share one catch-up. Deleted memories show as a count lower than the set expects; the set
     then asks which of its ids are gone.

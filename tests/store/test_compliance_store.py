@@ -251,3 +251,54 @@ async def test_memory_changes_read_encrypted_text_back(backend):
     changes = await store.memory_changes(ALICE, 0, limit=10)
     assert [m.text for m in changes.changed][0] == SECRET
     assert changes.count == 3
+
+
+async def test_traces_and_finished_jobs_and_events_are_kept_a_week_only(backend):
+    """A debug trace quotes what went upstream; a finished job or delivered webhook event is
+    only kept so that a repeat is recognised. Every store keeps them for ``FINISHED_KEPT``
+    (given-up ones for ``GIVEN_UP_KEPT``) and no longer: Redis writes them with that expiry,
+    SQLite's retention sweep deletes them. Work not finished is never pruned."""
+    from salience.store.base import FINISHED_KEPT, GIVEN_UP_KEPT
+
+    store, inspect = backend
+    now = utcnow()
+    await store.save_trace("tenant-a", "trace-1", {"user": "alice", "messages": [{"content": SECRET}]}, now, ["m"])
+    for job_id in ("job-done", "job-given-up", "job-queued"):
+        await store.enqueue_extraction(ExtractionJob(job_id, ALICE, "s1", [message(f"msg-{job_id}", "hello")]), now)
+    claimed = {j.id: j for j in await store.claim_extraction_jobs(2, now, timedelta(seconds=30))}
+    assert set(claimed) == {"job-done", "job-given-up"}
+    await store.commit_extraction(claimed["job-done"], [], [])
+    await store.retry_extraction("job-given-up", "boom", None)
+    for event_id in ("ev-delivered", "ev-given-up", "ev-queued"):
+        await store.enqueue_outbox(OutboxEvent(event_id, "tenant-a", "safety.escalation", {"id": event_id}, now), now)
+    assert {e.id for e in await store.claim_outbox(2, now, timedelta(seconds=30))} == {"ev-delivered", "ev-given-up"}
+    await store.ack_outbox("ev-delivered", now)
+    await store.retry_outbox("ev-given-up", "webhook down", None)
+
+    if isinstance(inspect, Path):  # SQLite: pruned by age, unfinished work left alone
+        def rows() -> dict[str, int]:
+            with sqlite3.connect(inspect) as conn:
+                return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                        for t in ("traces", "trace_refs", "extraction_jobs", "outbox")}
+
+        assert await store.prune_finished(now, 1000) == 0  # nothing is old yet
+        assert await store.prune_finished(now + FINISHED_KEPT + timedelta(minutes=1), 1000) == 3
+        assert await store.get_trace("tenant-a", "trace-1") is None
+        assert rows() == {"traces": 0, "trace_refs": 0, "extraction_jobs": 2, "outbox": 2}
+        assert await store.prune_finished(now + GIVEN_UP_KEPT + timedelta(minutes=1), 1000) == 2
+        assert rows() == {"traces": 0, "trace_refs": 0, "extraction_jobs": 1, "outbox": 1}
+    else:  # Redis: each written with its expiry; the store has nothing to prune
+        client: redis.Redis = inspect.client()
+        ttl = {key.decode(): client.ttl(key) for key in client.scan_iter(count=1000)}
+
+        def ttl_of(fragment: str) -> int:
+            [found] = [t for key, t in ttl.items() if key.endswith(fragment)]
+            return found
+
+        week, month = FINISHED_KEPT.total_seconds(), GIVEN_UP_KEPT.total_seconds()
+        assert week - 60 < ttl_of(":trace:trace-1") <= week
+        assert week - 60 < ttl_of(":job:job-done") <= week and week - 60 < ttl_of(":event:ev-delivered") <= week
+        assert month - 60 < ttl_of(":job:job-given-up") <= month and month - 60 < ttl_of(":event:ev-given-up") <= month
+        assert ttl_of(":job:job-queued") == -1 and ttl_of(":event:ev-queued") == -1
+        assert await store.prune_finished(now + GIVEN_UP_KEPT, 1000) == 0
+    assert await store.pending_extractions() == 1 and await store.pending_outbox() == 1

@@ -2,7 +2,9 @@
 
 A background ``Poller`` erases expired memories through the same store erasure as the API
 (derived data included), each with a ``retention.erase`` audit entry. Pinned (safety)
-memories are kept: they hold what a crisis responder needs.
+memories are kept: they hold what a crisis responder needs. The same sweep prunes what every
+store keeps for a while only (debug traces, finished jobs and webhook events:
+``Store.prune_finished``), on stores where it does not expire by itself.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from salience.settings import TenantSettings
 from salience.store.base import Store
 
 BATCH = 100
+PRUNE_BATCH = 1_000
 
 
 class RetentionSweeper:
@@ -35,9 +38,13 @@ class RetentionSweeper:
         self._poller = Poller("salience-retention", self.run_once, poll_seconds)
 
     async def run_once(self) -> int:
-        """Erase one batch of expired memories per tenant; returns how many were erased."""
+        """Erase one batch of expired memories per tenant, prune one batch of finished records
+        per store; returns how many memories were erased."""
         erased = 0
         now = utcnow()
+        stores = {id(store): store for store in (self.store_of(tenant_id) for tenant_id in self.tenants)}
+        for store in stores.values():
+            await store.prune_finished(now, PRUNE_BATCH)
         for tenant in self.tenants.values():
             if tenant.retention_days is None:
                 continue

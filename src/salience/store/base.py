@@ -43,6 +43,13 @@ class MasterKeyMissing(Exception):
 
 SEALED = re.compile(r"^enc1:[A-Za-z0-9+/]{38,}={0,2}$")
 
+# Records kept for a while only, the same on every store (Redis expires them, SQLite deletes
+# them in the retention sweep): a debug trace (it quotes what went upstream), a finished
+# extraction job (its id, so that a job delivered twice is applied once), a delivered webhook
+# event; a job or event given up on stays longer, for inspection.
+FINISHED_KEPT = timedelta(days=7)
+GIVEN_UP_KEPT = timedelta(days=30)
+
 
 def looks_sealed(text: str) -> bool:
     """A value sealed by a ``FieldCipher`` (``enc1:`` + base64 of nonce, ciphertext and tag)."""
@@ -235,6 +242,12 @@ class Store(Protocol):
 
     async def expired_memories(self, tenant: str, before: datetime, limit: int) -> list[tuple[UserRef, str]]:
         """Up to ``limit`` non-pinned memories of the tenant created before ``before`` (retention)."""
+
+    async def prune_finished(self, now: datetime, limit: int) -> int:
+        """Delete up to ``limit`` of the records that are kept for a while only, once their time
+        is up: debug traces and finished extraction jobs and webhook events (``FINISHED_KEPT``),
+        jobs and events given up on (``GIVEN_UP_KEPT``); returns how many. A store whose records
+        expire on their own (Redis) deletes nothing here."""
 
 
 def open_store(url: str, cipher: FieldCipher | None = None) -> Store:

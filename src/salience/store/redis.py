@@ -280,6 +280,10 @@ class RedisStore(RedisPersonModel, RedisSafety, RedisOutbox, RedisQueue, RedisCo
 
 
     # -- traces ---------------------------------------------------------------------------------
+    async def prune_finished(self, now: datetime, limit: int) -> int:
+        """Nothing to do: traces, finished jobs and events are written with their expiry."""
+        return 0
+
     @staticmethod
     def _trace_key(tenant: str, trace_id: str) -> str:
         return f"salience:tenant:{_escape(tenant)}:trace:{trace_id}"

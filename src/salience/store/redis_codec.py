@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, ParamSpec, TypeVar
 
 import numpy as np
@@ -16,15 +16,15 @@ from salience.model import (
     MemoryItem,
     UserRef,
 )
-from salience.store.base import StoreUnavailable
+from salience.store.base import FINISHED_KEPT, GIVEN_UP_KEPT, StoreUnavailable
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 GROUP = "workers"
-DONE_TTL = int(timedelta(days=7).total_seconds())  # how long a job id stays "seen" for idempotency
-FAILED_TTL = int(timedelta(days=30).total_seconds())  # a given-up job stays for inspection
-TRACE_TTL = int(timedelta(days=7).total_seconds())
+DONE_TTL = int(FINISHED_KEPT.total_seconds())  # how long a job id stays "seen" for idempotency
+FAILED_TTL = int(GIVEN_UP_KEPT.total_seconds())  # a given-up job stays for inspection
+TRACE_TTL = int(FINISHED_KEPT.total_seconds())
 QUEUE = "salience:{queue}"
 OUTBOX = "salience:{outbox}"
 CONSUMER_IDLE_MS = 3_600_000

@@ -159,6 +159,9 @@ class RoutedStore:
     async def expired_memories(self, tenant: str, before: datetime, limit: int) -> list[tuple[UserRef, str]]:
         return await self.of(tenant).expired_memories(tenant, before, limit)
 
+    async def prune_finished(self, now: datetime, limit: int) -> int:
+        return sum(pruned for _, pruned in await self._each(lambda s: s.prune_finished(now, limit)))
+
     # -- queues: every region, acknowledged where claimed -------------------------------------------
     async def claim_extraction_jobs(self, limit: int, now: datetime, lease: timedelta) -> list[ExtractionJob]:
         jobs = []

@@ -6,10 +6,11 @@ for (its session, the memory version, what changed since) and the large loads ru
 threads with connections of their own: in WAL mode they see every committed write without
 waiting for the writer, which may itself be waiting for the extraction worker's write lock.
 
-This module holds the plumbing, encryption, sessions, messages, memories and traces; the
-person model, safety records, the outbox, the extraction queue and compliance (erasure, export,
-audit) are in ``sqlite_person``, ``sqlite_safety``, ``sqlite_outbox``, ``sqlite_queue`` and
-``sqlite_compliance``, mixed into the one ``SQLiteStore`` class.
+This module holds the plumbing, encryption, sessions, messages and memories; the person model,
+safety records, the outbox, the extraction queue, compliance (erasure, export, audit) and the
+records kept for a while only (traces, pruning) are in ``sqlite_person``, ``sqlite_safety``,
+``sqlite_outbox``, ``sqlite_queue``, ``sqlite_compliance`` and ``sqlite_records``, mixed into
+the one ``SQLiteStore`` class.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -39,6 +40,7 @@ from salience.store.sqlite_safety import SQLiteSafety
 from salience.store.sqlite_outbox import SQLiteOutbox
 from salience.store.sqlite_queue import SQLiteQueue
 from salience.store.sqlite_compliance import SQLiteCompliance
+from salience.store.sqlite_records import SQLiteRecords
 from salience.store.base import FieldCipher, MasterKeyMissing, looks_sealed
 from salience.store.sqlite_schema import (
     MIGRATIONS,
@@ -54,7 +56,7 @@ LAST_SEEN_GRANULARITY = timedelta(seconds=30)
 READERS = 2  # reader threads: a large load (a memory set built afresh) does not hold up a reply's reads
 
 
-class SQLiteStore(SQLitePersonModel, SQLiteSafety, SQLiteOutbox, SQLiteQueue, SQLiteCompliance):
+class SQLiteStore(SQLitePersonModel, SQLiteSafety, SQLiteOutbox, SQLiteQueue, SQLiteCompliance, SQLiteRecords):
     def __init__(self, url: str, cipher: FieldCipher | None = None) -> None:
         self.url = url
         self.cipher = cipher
@@ -370,44 +372,6 @@ class SQLiteStore(SQLitePersonModel, SQLiteSafety, SQLiteOutbox, SQLiteQueue, SQ
             return self._transaction(conn, body)
 
         return await self._run(delete)
-
-
-    # -- traces -----------------------------------------------------------------------------------
-    async def save_trace(
-        self, tenant: str, trace_id: str, payload: dict[str, Any], now: datetime, refs: list[str] | None = None
-    ) -> None:
-        user_id = payload.get("user")
-
-        def save(conn: sqlite3.Connection) -> None:
-            def body() -> None:
-                text = json.dumps(payload)
-                if user_id is not None:
-                    text = self._seal(conn, UserRef(tenant, user_id), text, "trace")  # type: ignore[assignment]
-                conn.execute(
-                    "INSERT OR REPLACE INTO traces (tenant, id, created_at, payload, user_id) VALUES (?,?,?,?,?)",
-                    (tenant, trace_id, now.timestamp(), text, user_id),
-                )
-                if user_id is not None:
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO trace_refs (tenant, user_id, ref, trace_id) VALUES (?,?,?,?)",
-                        [(tenant, user_id, ref, trace_id) for ref in dict.fromkeys(refs or [])],
-                    )
-
-            self._transaction(conn, body)
-
-        await self._run(save)
-
-    async def get_trace(self, tenant: str, trace_id: str) -> dict[str, Any] | None:
-        def get(conn: sqlite3.Connection) -> dict[str, Any] | None:
-            row = conn.execute(
-                "SELECT payload, user_id FROM traces WHERE tenant=? AND id=?", (tenant, trace_id)
-            ).fetchone()
-            if row is None:
-                return None
-            text = row[0] if row[1] is None else self._unseal(conn, UserRef(tenant, row[1]), row[0], "trace")
-            return json.loads(text)  # type: ignore[arg-type]
-
-        return await self._run(get)
 
 
 def _latest_session(conn: sqlite3.Connection, user: UserRef) -> sqlite3.Row | None:

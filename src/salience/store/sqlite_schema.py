@@ -132,6 +132,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE message_signals ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX message_signals_by_version ON message_signals (tenant, user_id, version);
     """,
+    # 7: traces and finished jobs and events are pruned by age (``sqlite_records``): found by
+    # their time, and a trace's references by the trace.
+    """
+    CREATE INDEX traces_by_age ON traces (created_at);
+    CREATE INDEX trace_refs_by_trace ON trace_refs (tenant, trace_id);
+    CREATE INDEX extraction_jobs_by_age ON extraction_jobs (status, created_at);
+    CREATE INDEX outbox_by_delivery ON outbox (status, delivered_at);
+    """,
 ]
 
 

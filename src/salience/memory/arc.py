@@ -167,7 +167,7 @@ class SessionTally:
     session being counted again (the arc is read on every turn; its signals only grow)."""
 
     started_at: datetime
-    moods: tuple[float, ...]  # in the order the signals were read: the mean is the same either way
+    moods: tuple[float, ...]  # in signal order, so a tally added to and one built at once agree to the bit
     topics: Counter[str]  # raw topic -> messages naming it (each topic once per message)
     flagged: int
 

@@ -46,8 +46,8 @@ from salience.store.sqlite_schema import (
     MIGRATIONS,
     _bump_version,
     _dt,
-    _snapshot,
     _user_version,
+    _written_since,
 )
 
 T = TypeVar("T")
@@ -340,20 +340,8 @@ class SQLiteStore(SQLitePersonModel, SQLiteSafety, SQLiteOutbox, SQLiteQueue, SQ
 
     async def memory_changes(self, user: UserRef, since: int, limit: int) -> MemoryChanges:
         def changes(conn: sqlite3.Connection) -> MemoryChanges:
-            args = (user.tenant, user.user)
-            with _snapshot(conn):
-                version = _user_version(conn, user)
-                count = conn.execute("SELECT count(*) FROM memories WHERE tenant=? AND user_id=?", args).fetchone()[0]
-                written = conn.execute(  # the index alone: too many are not read
-                    "SELECT count(*) FROM memories WHERE tenant=? AND user_id=? AND version > ?", (*args, since)
-                ).fetchone()[0]
-                changed = None
-                if written <= limit:
-                    rows = conn.execute(
-                        "SELECT * FROM memories WHERE tenant=? AND user_id=? AND version > ? ORDER BY rowid",
-                        (*args, since),
-                    ).fetchall()
-                    changed = [self._row_to_memory(conn, user, r, with_embedding=True) for r in rows]
+            version, count, rows = _written_since(conn, user, "memories", "*", since, limit)
+            changed = None if rows is None else [self._row_to_memory(conn, user, r, with_embedding=True) for r in rows]
             return MemoryChanges(version, count, changed)
 
         return await self._read(changes)

@@ -17,8 +17,7 @@ from salience.model import (
 )
 from salience.store.sqlite_schema import (
     _bump_version,
-    _snapshot,
-    _user_version,
+    _written_since,
 )
 
 
@@ -124,15 +123,8 @@ class SQLitePersonModel:
 
     async def message_signal_changes(self, user: UserRef, since: int, limit: int) -> SignalChanges:
         def changes(conn: sqlite3.Connection) -> SignalChanges:
-            args = (user.tenant, user.user)
-            with _snapshot(conn):
-                version = _user_version(conn, user)
-                count = conn.execute("SELECT count(*) FROM message_signals WHERE tenant=? AND user_id=?", args).fetchone()[0]
-                rows = conn.execute(
-                    "SELECT doc FROM message_signals WHERE tenant=? AND user_id=? AND version > ? LIMIT ?",
-                    (*args, since, limit + 1),
-                ).fetchall()
-            changed = None if len(rows) > limit else [self._signal_of(conn, user, r[0]) for r in rows]
+            version, count, rows = _written_since(conn, user, "message_signals", "doc", since, limit)
+            changed = None if rows is None else [self._signal_of(conn, user, r[0]) for r in rows]
             return SignalChanges(version, count, changed)
 
         return await self._read(changes)

@@ -207,6 +207,27 @@ def _user_version(conn: sqlite3.Connection, user: UserRef) -> int:
     return row[0] if row else 0
 
 
+def _written_since(
+    conn: sqlite3.Connection, user: UserRef, table: str, columns: str, since: int, limit: int
+) -> tuple[int, int, list[sqlite3.Row] | None]:
+    """In one snapshot: the user's version, how many rows of ``table`` they have, and ``columns``
+    of the rows written after version ``since`` in write order (None when more than ``limit``:
+    counted on the version index alone, never read)."""
+    args = (user.tenant, user.user)
+    with _snapshot(conn):
+        version = _user_version(conn, user)
+        count = conn.execute(f"SELECT count(*) FROM {table} WHERE tenant=? AND user_id=?", args).fetchone()[0]
+        written = conn.execute(
+            f"SELECT count(*) FROM {table} WHERE tenant=? AND user_id=? AND version > ?", (*args, since)
+        ).fetchone()[0]
+        if written > limit:
+            return version, count, None
+        rows = conn.execute(
+            f"SELECT {columns} FROM {table} WHERE tenant=? AND user_id=? AND version > ? ORDER BY rowid", (*args, since)
+        ).fetchall()
+    return version, count, rows
+
+
 @contextmanager
 def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
     """One read transaction: what is read inside agrees (a version and the rows written by then)."""

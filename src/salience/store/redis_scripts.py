@@ -81,11 +81,15 @@ return 1
 """
 
 _WRITTEN_SINCE = """
--- The ids a ``written`` zset stamps after version ``since``; nil when more than ``limit``.
-local function written_since(written, since, limit)
+-- The user's version (``meta``), their count (``count_command`` on ``counted``) and the ids a
+-- ``written`` zset stamps after version ``since``: {version, count, ids}, ids nil when more than
+-- ``limit``.
+local function written_since(meta, count_command, counted, written, since, limit)
+  local version = redis.call('HGET', meta, 'version') or '0'
+  local count = redis.call(count_command, counted)
   local ids = redis.call('ZRANGEBYSCORE', written, '(' .. since, '+inf', 'LIMIT', 0, tonumber(limit) + 1)
-  if #ids > tonumber(limit) then return nil end
-  return ids
+  if #ids > tonumber(limit) then ids = nil end
+  return version, count, ids
 end
 """
 
@@ -94,9 +98,7 @@ end
 # after version ``since``, else one {id, order, field-values} per memory. The memory hashes are
 # derived from the ids, under the same tag.
 MEMORY_CHANGES = _WRITTEN_SINCE + """
-local version = redis.call('HGET', KEYS[1], 'version') or '0'
-local count = redis.call('ZCARD', KEYS[2])
-local ids = written_since(KEYS[3], ARGV[1], ARGV[2])
+local version, count, ids = written_since(KEYS[1], 'ZCARD', KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 if not ids then return {version, count, -1} end
 local changed = {}
 for _, id in ipairs(ids) do
@@ -124,9 +126,7 @@ return version
 # Returns {version, count, changed}: changed is -1 when more than ``limit`` were written after
 # version ``since``, else the sealed signals written since.
 SIGNAL_CHANGES = _WRITTEN_SINCE + """
-local version = redis.call('HGET', KEYS[1], 'version') or '0'
-local count = redis.call('HLEN', KEYS[2])
-local ids = written_since(KEYS[3], ARGV[1], ARGV[2])
+local version, count, ids = written_since(KEYS[1], 'HLEN', KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 if not ids then return {version, count, -1} end
 local changed = {}
 if #ids > 0 then

@@ -50,6 +50,22 @@ def test_the_int8_runtime_stays_close_to_the_float_vectors_and_ranks_alike(embed
         assert int(np.argmax(memories @ quantized.embed_sync([question])[0])) == [0, 1, 2][expected]
 
 
+def test_the_int8_weights_fit_in_seven_bits_so_every_cpu_computes_the_same_vector(embedder: LocalMiniLMEmbedder):
+    """AVX2's u8 x s8 instruction sums pairs in 16 bits and saturates past 32,767; AVX-512 VNNI
+    does not. With |weight| <= 64 a pair is at most 2 x 255 x 64 = 32,640, so every CPU's
+    integer kernel gives the exact sums, and a message is screened alike on every machine."""
+    import onnx
+    from onnx import numpy_helper
+
+    from salience.memory.onnx_minilm import model_dir, quantized_path
+
+    assert embedder.runtime == "onnx-int8"
+    graph = onnx.load(str(quantized_path(model_dir())))
+    weights = [numpy_helper.to_array(t) for t in graph.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert len(weights) >= 36  # six layers of six quantised products
+    assert max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
+
+
 async def test_queries_embedded_together_equal_queries_embedded_alone(embedder: LocalMiniLMEmbedder):
     queries = [f"How is my sister doing after visit {n}?" for n in range(20)]
     together = await asyncio.gather(*(embedder.embed([q]) for q in queries))

@@ -11,7 +11,10 @@ messages padded to ~600 characters (a long, rambling turn). Rows:
   vectors computed beforehand; this is its cost on the request path, where recall needs
   the same embedding anyway (``SharedEmbeddings``);
 - rules + classifier, embedding included: all-MiniLM-L6-v2 on the CPU inside the timing
-  (a request that does not recall, or a hosted embedder for recall).
+  (a request that does not recall, or a hosted embedder for recall), no vector cache;
+- real long turns that are not a crisis (corpus and training data, over 200 characters and
+  several sentences), with the shipped ``SENTENCES_FROM`` gate and with every long message
+  split into sentences (as before the gate).
 
 Prints p50/p95 in microseconds.
 """
@@ -32,7 +35,9 @@ import yaml
 from salience.memory.embed import LocalMiniLMEmbedder
 from salience.safety.classifier import SENTENCE_SPLIT_CHARS, sentences
 from salience.safety.detect import RuleBasedDetector
+from salience.safety import hybrid
 from salience.safety.hybrid import HybridDetector
+from salience.safety.train import TRAINING_FILES
 
 CORPUS = Path(__file__).resolve().parents[2] / "tests" / "safety"
 PLAIN_REGEX = re.compile(r"suicid|kill myself|self[- ]harm|hurt myself|overdos|hits me|want to die", re.IGNORECASE)
@@ -44,6 +49,14 @@ def corpus() -> list[str]:
     for path in sorted(CORPUS.glob("corpus_*.yaml")):
         texts.extend(m["text"] for m in yaml.safe_load(path.read_text())["messages"])
     return texts
+
+
+def long_ordinary_turns() -> list[str]:
+    """Real long turns that are not a crisis (over ``SENTENCE_SPLIT_CHARS``, several sentences),
+    from the corpus and the classifier's training data."""
+    paths = [*sorted(CORPUS.glob("corpus_*.yaml")), *TRAINING_FILES]
+    return [m["text"] for path in paths for m in yaml.safe_load(Path(path).read_text())["messages"]
+            if m["label"] == "none" and len(m["text"]) > SENTENCE_SPLIT_CHARS and len(sentences(m["text"])) > 1]
 
 
 class Precomputed:
@@ -98,12 +111,21 @@ def main() -> None:
     rules = RuleBasedDetector()
     short = corpus()
     long = [(text + FILLER * 6)[:600] for text in short]
-    model = LocalMiniLMEmbedder()
+    ordinary_long = long_ordinary_turns()
+    model = LocalMiniLMEmbedder(query_cache=0)  # every text embedded anew, as a new message is
     model.load()
-    every_text = [*short, *long, *(s for t in long if len(t) > SENTENCE_SPLIT_CHARS for s in sentences(t))]
+    every_text = [*short, *long, *(s for t in [*short, *long] if len(t) > SENTENCE_SPLIT_CHARS for s in sentences(t))]
     unique = list(dict.fromkeys(every_text))
     precomputed = HybridDetector(Precomputed(dict(zip(unique, model.embed_sync(unique)))))
     inline = HybridDetector(InlineMiniLM(model))
+
+    def every_sentence(text: str):
+        """Detection as before ``SENTENCES_FROM``: every long message scored sentence by sentence."""
+        gate, hybrid.SENTENCES_FROM = hybrid.SENTENCES_FROM, 0.0
+        try:
+            return run(inline.detect(text))
+        finally:
+            hybrid.SENTENCES_FROM = gate
     print(f"{len(short)} messages x {args.rounds} rounds; Python {platform.python_version()} on {platform.machine()}")
     print(f"{'':56}{'p50 us':>10}{'p95 us':>10}")
     for name, fn, rounds in (
@@ -117,6 +139,10 @@ def main() -> None:
         for label, texts in (("short", short), ("600 chars", long)):
             p50, p95 = measure(fn, texts, rounds)
             print(f"{name + ' (' + label + ')':56}{p50:>10.1f}{p95:>10.1f}")
+    for name, fn in (("rules + classifier, embedding included", lambda text: run(inline.detect(text))),
+                     ("the same, every long message split", every_sentence)):
+        p50, p95 = measure(fn, ordinary_long, args.embedding_rounds)
+        print(f"{name + f' ({len(ordinary_long)} long ordinary turns)':56}{p50:>10.1f}{p95:>10.1f}")
 
 
 if __name__ == "__main__":

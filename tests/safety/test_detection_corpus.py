@@ -28,7 +28,9 @@ HOLDOUT5 = "corpus_holdout5.yaml"
 BLIND = "corpus_blind.yaml"  # written blind by someone else; see its header
 BLIND_2 = "corpus_blind_2.yaml"  # the same, later, larger; see its header
 BLIND_3 = "corpus_blind_3.yaml"  # the same again, written by someone who saw nothing; see its header
-HELD_OUT = {FINAL, HOLDOUT5, BLIND, BLIND_2, BLIND_3}
+ORDINARY_CHAT = "corpus_ordinary_chat.yaml"  # everyday chat, no crisis at all; see its header
+MAX_ORDINARY_FALSE_ALARMS = 4  # of 240: measured 3 (one message of slack)
+HELD_OUT = {FINAL, HOLDOUT5, BLIND, BLIND_2, BLIND_3, ORDINARY_CHAT}
 TUNING = sorted(p.name for p in HERE.glob("corpus_*.yaml") if p.name not in HELD_OUT)
 
 
@@ -124,16 +126,22 @@ async def test_the_rules_alone_still_meet_the_bar_on_the_tuning_corpus():
         # the blind set (see its header): 94/130 = 0.723, FPR 3/110 = 0.027 when it was unseen;
         # 108/130 = 0.831, FPR 3/110 = 0.027 after training_3.yaml (a development check by then);
         # refitted on the int8 embedder: 107/130 = 0.823, FPR 4/110 = 0.036; with training_4.yaml
-        # (written without reading it): 111/130 = 0.854, FPR 2/110 = 0.018
-        (BLIND, 0.84, 0.04),
+        # (written without reading it): 111/130 = 0.854, FPR 2/110 = 0.018; with the 7-bit embedder
+        # and training_5.yaml (written by people who read nothing of the project): the same; with
+        # the plain chat of training_chat.yaml: 113/130 = 0.869, FPR 2/110
+        (BLIND, 0.85, 0.04),
         # the second blind set (see its header), measured once unseen: 107/160 = 0.669, FPR 6/160;
         # refitted on the int8 embedder: 105/160 = 0.656, FPR 6/160 (104/160 on a later run); with
         # training_4.yaml (written without reading it): 113/160 = 0.706, FPR 3/160 = 0.019; the
-        # same weights on an AVX-512 VNNI CPU (other int8 kernels, see same_model): 110/160 =
-        # 0.688, FPR 5/160 = 0.031
-        (BLIND_2, 0.68, 0.045),
-        # the third blind set (see its header), measured unseen: 138/180 = 0.767, FPR 9/180 = 0.050
-        (BLIND_3, 0.75, 0.056),
+        # same weights on an AVX-512 VNNI CPU (saturating AVX2 sums, see same_model): 110/160 =
+        # 0.688, FPR 5/160 = 0.031; with the 7-bit embedder and training_5.yaml: 121/160 = 0.756,
+        # FPR 5/160 = 0.031; with the plain chat (a looser threshold on look-alikes): 123/160 =
+        # 0.769, FPR 8/160 = 0.050
+        (BLIND_2, 0.75, 0.05),
+        # the third blind set (see its header), measured unseen: 138/180 = 0.767, FPR 9/180 = 0.050;
+        # with the 7-bit embedder and training_5.yaml: 143/180 = 0.794, FPR 8/180 = 0.044; with the
+        # plain chat: 149/180 = 0.828, FPR 10/180 = 0.056
+        (BLIND_3, 0.81, 0.056),
     ],
 )
 async def test_the_held_out_sets_do_not_regress(detector, held_out, min_recall, max_false_positive_rate):
@@ -141,6 +149,15 @@ async def test_the_held_out_sets_do_not_regress(detector, held_out, min_recall, 
     print(f"\nheld-out ({held_out}): {result}")
     assert result.false_positive_rate <= max_false_positive_rate, mistakes
     assert result.recall >= min_recall, mistakes
+
+
+async def test_ordinary_conversation_raises_almost_no_false_alarm(detector):
+    """Most of what a companion hears is everyday chat; a false alarm there pins a safety memory,
+    brings crisis lines into every later conversation and may page the app's safety team.
+    Measured unseen: 15 of 240 before the plain chat of training_chat.yaml, 3 after."""
+    result, mistakes = await confusion(detector, messages(ORDINARY_CHAT))
+    print(f"\nordinary chat ({ORDINARY_CHAT}): {result.fp} false alarms in {result.fp + result.tn}")
+    assert result.fp <= MAX_ORDINARY_FALSE_ALARMS, mistakes
 
 
 def test_the_held_out_sets_are_not_in_the_training_data():
@@ -192,15 +209,43 @@ async def test_ordinary_short_turns_are_not_flagged(detector, text):
     assert await detector.detect(text) == []
 
 
-async def test_a_disclosure_inside_a_long_message_is_found_sentence_by_sentence(detector):
+class CountingEmbedder:
+    """The session's embedder, counting the texts it is asked to embed."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.texts = inner, 0
+        self.name = inner.name
+
+    async def embed(self, texts):
+        self.texts += len(texts)
+        return await self.inner.embed(texts)
+
+
+async def test_a_disclosure_inside_a_long_message_is_found_sentence_by_sentence(embedder):
+    counting = CountingEmbedder(embedder)
     text = (
         "Work was fine today, we finally shipped the release and my manager bought everyone lunch. "
         "Then I drove home, fed the cat and watched two episodes of that baking show. "
         "I've already written the letters and I know which bridge. "
         "Anyway my sister is visiting on Saturday so I should clean the flat."
     )
-    flags = await detector.detect(text)
+    flags = await HybridDetector(counting).detect(text)
     assert [f.category for f in flags] == ["suicidal_ideation"]
+    assert counting.texts == 5  # the message, then its four sentences
+
+
+async def test_a_long_ordinary_message_costs_one_embedding_and_raises_nothing(embedder):
+    """Out of context, a sentence of an ordinary long turn can read like a crisis; and each
+    sentence embedded is one more model run on the request path."""
+    counting = CountingEmbedder(embedder)
+    text = (
+        "We finally had the meeting with the vet about Pepper this morning. She is fourteen now and "
+        "her hips have been bad since the spring, so we talked about what the next year looks like. "
+        "My daughter cried in the car on the way home and I did too, a bit. Then we got ice cream "
+        "and spent the afternoon planting bulbs in the front garden, which helped."
+    )
+    assert await HybridDetector(counting).detect(text) == []
+    assert counting.texts == 1
 
 
 def test_the_service_screens_with_the_classifier_when_it_has_the_embedder(embedder):

@@ -27,7 +27,7 @@ NONE = "none"
 HASHED_FEATURES = 2**18
 # The embedder the weights were fitted on; another model's vectors mean nothing to them.
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
-SENTENCE_SPLIT_CHARS = 200  # longer messages are also scored sentence by sentence
+SENTENCE_SPLIT_CHARS = 200  # longer messages may also be scored sentence by sentence (hybrid.SENTENCES_FROM)
 
 
 def hashing_vectorizer():

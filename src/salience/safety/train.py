@@ -5,13 +5,15 @@
 
 Training data: ``data/training*.yaml`` (``TRAINING_FILES``) and the tuning corpus in ``tests/safety``
 (``TUNING_FILES``). Never the held-out sets (``corpus_holdout5.yaml``,
-``corpus_final_holdout.yaml``): they measure what the training did not see.
+``corpus_final_holdout.yaml``, the blind sets, ``corpus_ordinary_chat.yaml``): they measure what
+the training did not see.
 
 Deterministic: the same messages, the same embeddings, lbfgs from zero, fixed folds.
 Thresholds come from 5-fold cross-validation on the training data only: every message is
 scored by a model that did not see it, combined with the rules exactly as ``hybrid.combine``
 does, and the thresholds giving the highest recall at a false-positive rate of at most
-``TARGET_FPR`` are kept. The cross-validated recall and FPR are stored with the weights.
+``TARGET_FPR`` on the look-alike negatives (not the plain chat of ``PLAIN_CHAT_FILES``) are
+kept. The cross-validated recall and FPR are stored with the weights.
 """
 
 from __future__ import annotations
@@ -31,7 +33,11 @@ from salience.safety.detect import RuleBasedDetector, normalise
 from salience.safety.hybrid import STRONG_FLAG_VETO, is_short_turn
 from salience.safety.rules import LAUGHTER
 
-TRAINING_FILES = (DATA / "training.yaml", DATA / "training_2.yaml", DATA / "training_3.yaml", DATA / "training_4.yaml")
+TRAINING_FILES = tuple(DATA / f"training{suffix}.yaml" for suffix in ("", "_2", "_3", "_4", "_5", "_chat"))
+# Plain everyday conversation: taught as "none", but left out of the false-positive rate the
+# thresholds are chosen at. Counted, a thousand easy negatives would let the threshold loosen on
+# the look-alikes (idioms, negations, other people) that the target is there to hold.
+PLAIN_CHAT_FILES = (DATA / "training_chat.yaml",)
 CORPUS = Path(__file__).resolve().parents[3] / "tests" / "safety"
 TUNING_FILES = ("corpus_dev.yaml", "corpus_holdout.yaml", "corpus_holdout2.yaml", "corpus_holdout3.yaml", "corpus_holdout4.yaml")
 TARGET_FPR = 0.04  # under the 0.05 bar, with room for phrasings the training did not see
@@ -44,11 +50,13 @@ FOLDS = 5
 class Example:
     text: str
     label: str
+    plain_chat: bool = False  # from PLAIN_CHAT_FILES
 
 
 def examples(corpus: Path = CORPUS) -> list[Example]:
     paths = [*TRAINING_FILES, *(corpus / name for name in TUNING_FILES)]
-    return [Example(m["text"], m["label"]) for path in paths for m in yaml.safe_load(path.read_text())["messages"]]
+    return [Example(m["text"], m["label"], path in PLAIN_CHAT_FILES)
+            for path in paths for m in yaml.safe_load(path.read_text())["messages"]]
 
 
 def embed(texts: list[str], embedder: Embedder | None = None) -> np.ndarray:
@@ -96,20 +104,23 @@ class Choice:
 
 def choose_thresholds(
     crisis: np.ndarray, is_crisis: np.ndarray, rule_flag: np.ndarray, set_aside: np.ndarray, c: float,
-    laughing: np.ndarray | None = None, short: np.ndarray | None = None,
+    laughing: np.ndarray | None = None, short: np.ndarray | None = None, plain_chat: np.ndarray | None = None,
 ) -> Choice:
     """The (flag_at, confirm_at) with the best recall at FPR <= TARGET_FPR, combined as hybrid.combine
     does (``laughing``: the messages said laughing, where the looser veto applies; ``short``: the
-    short turns, which the classifier alone flags only from ``risk_at``)."""
+    short turns, which the classifier alone flags only from ``risk_at``; ``plain_chat``: negatives
+    left out of the FPR, see ``PLAIN_CHAT_FILES``)."""
     best = Choice(c, 1.0, 0.0, 0.0, 1.0)
     laughing = np.zeros(len(crisis), dtype=bool) if laughing is None else laughing
     short = np.zeros(len(crisis), dtype=bool) if short is None else short
+    plain_chat = np.zeros(len(crisis), dtype=bool) if plain_chat is None else plain_chat
+    look_alikes = ~is_crisis & ~plain_chat
     for confirm_at in CONFIRM_AT:
         veto = np.where(laughing, confirm_at, min(confirm_at, STRONG_FLAG_VETO))
         for flag_at in np.unique(np.round(crisis, 3)):
             threshold = np.where(short, risk_threshold(flag_at), flag_at)
             flagged = np.where(rule_flag, crisis >= veto, (crisis >= threshold) & ~set_aside)
-            recall, fpr = flagged[is_crisis].mean(), flagged[~is_crisis].mean()
+            recall, fpr = flagged[is_crisis].mean(), flagged[look_alikes].mean()
             if fpr <= TARGET_FPR and (recall, -fpr) > (best.recall, -best.false_positive_rate):
                 best = Choice(c, float(flag_at), confirm_at, float(recall), float(fpr))
     return best
@@ -137,6 +148,7 @@ def train(
     set_aside = np.array([r.set_aside for r in readings])
     laughing = np.array([bool(LAUGHTER.search(normalise(t))) for t in texts])
     short = np.array([is_short_turn(t) for t in texts])
+    plain_chat = np.array([e.plain_chat for e in data])
     X, present = features(embed(texts) if embeddings is None else embeddings, texts)
 
     choices = []
@@ -145,11 +157,13 @@ def train(
         choices.append(Choice(reuse.metrics["C"], t.flag_at, t.confirm_at,
                               reuse.metrics["cv_recall"], reuse.metrics["cv_false_positive_rate"]))
     for c in REGULARISATION if reuse is None else ():
-        choice = choose_thresholds(out_of_fold_crisis(X, labels, c), is_crisis, rule_flag, set_aside, c, laughing, short)
+        crisis = out_of_fold_crisis(X, labels, c)
+        choice = choose_thresholds(crisis, is_crisis, rule_flag, set_aside, c, laughing, short, plain_chat)
         choices.append(choice)
         if verbose:
             print(f"C={c:g}: cross-validated recall {choice.recall:.3f}, FPR {choice.false_positive_rate:.3f} "
-                  f"(flag_at {choice.flag_at:.3f}, confirm_at {choice.confirm_at})")
+                  f"(flag_at {choice.flag_at:.3f}, confirm_at {choice.confirm_at}); "
+                  f"plain chat over flag_at: {int((crisis[plain_chat] >= choice.flag_at).sum())} of {int(plain_chat.sum())}")
     best = max(choices, key=lambda ch: (ch.recall, -ch.false_positive_rate))
     model = fit(X, labels, best.c)
     coef = model.coef_.astype(np.float32)
@@ -177,14 +191,14 @@ def train(
 def same_model(a: SafetyClassifier, b: SafetyClassifier, embeddings: np.ndarray, texts: list[str]) -> bool:
     """Equal as detectors on the training texts (``embeddings`` theirs): the same classes,
     thresholds and hashed columns, fitted on as many examples, and the same crisis probability
-    on every text to 0.01 on average, the same decision at ``flag_at`` on 98% of them or more.
+    on every text to 0.01 on average, the same decision at ``flag_at`` on 99% of them or more.
 
-    Not the coefficients: int8 embeddings differ from one CPU to another (ONNX Runtime's integer
-    kernels: AVX2, AVX-512, VNNI), and at C = 64 that moves coefficients of correlated features
-    by up to ~1 while the probabilities move by ~0.004 on average. The shipped weights (fitted
-    on an AVX2-only AMD EPYC) refitted there agreed on 99.8% of the decisions, on an AVX-512 VNNI
-    Xeon on 98.9% (41 of 3,679 texts, probabilities 0.0042 apart on average). A change of data
-    or choices moves the decisions or the example count."""
+    Not the coefficients: at C = 64 the coefficients of correlated features move by up to ~1
+    with float noise while the probabilities do not. With the 8-bit embedder the vectors
+    themselves differed between CPUs (AVX2's saturating integer sums), and refits agreed on
+    98.9-99.8% of the decisions; with its 7-bit weights every CPU computes the same integer
+    sums, and the test's refit on the fitting machine reproduces them. A change of data or choices
+    moves the decisions or the example count."""
     if not (
         a.classes == b.classes
         and np.allclose(astuple(a.thresholds), astuple(b.thresholds), atol=0.01)
@@ -195,7 +209,7 @@ def same_model(a: SafetyClassifier, b: SafetyClassifier, embeddings: np.ndarray,
     normalised = [normalise(t) for t in texts]
     crisis_a, crisis_b = (1.0 - c.probabilities(embeddings, normalised)[:, c.classes.index(NONE)] for c in (a, b))
     same_decision = (crisis_a >= a.thresholds.flag_at) == (crisis_b >= a.thresholds.flag_at)
-    return float(np.abs(crisis_a - crisis_b).mean()) <= 0.01 and float(same_decision.mean()) >= 0.98
+    return float(np.abs(crisis_a - crisis_b).mean()) <= 0.01 and float(same_decision.mean()) >= 0.99
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,8 +85,8 @@ class HybridDetector:
             # a disclosure inside a long, mostly ordinary turn: its sentences count on their own
             parts = sentences(text)
             if len(parts) > 1:
-                vectors = np.vstack([vectors, np.asarray(await self.embedder.embed(parts))])
-                score = self.classifier.score(vectors, [normalise(t) for t in [text, *parts]])
+                strongest = self.classifier.score(np.asarray(await self.embedder.embed(parts)), [normalise(p) for p in parts])
+                score = strongest if strongest.crisis > score.crisis else score
         return combine(text, reading, score, self.classifier)
 
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 from collections import Counter
 from pathlib import Path
 
 from rich.progress import track
 
+from salience.eval.locomo_data import load_conversations
 from salience.memory.embed import LocalMiniLMEmbedder
 from salience.safety.classifier import SENTENCE_SPLIT_CHARS
 from salience.safety.detect import RuleBasedDetector, SafetyDetector
@@ -32,11 +32,8 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "locomo" / "locomo10.json"
 
 
 def turns(path: Path) -> list[str]:
-    conversations = json.loads(path.read_text())
-    return [turn["text"] for conversation in conversations
-            for key, session in conversation["conversation"].items()
-            if key.startswith("session_") and isinstance(session, list)
-            for turn in session if turn.get("text")]
+    """Every turn as the LoCoMo benchmark imports it (a shared photo's caption included)."""
+    return [turn.text for conversation in load_conversations(path) for turn in conversation.turns if turn.text]
 
 
 async def flagged(detector: SafetyDetector, texts: list[str], label: str) -> list[tuple[str, str]]:
@@ -69,7 +66,7 @@ async def main() -> None:
             row("rules + classifier (shipped)", texts, await flagged(HybridDetector(embedder), texts, "hybrid"))]
     report = "\n".join([
         "# False alarms on ordinary conversation (LoCoMo)", "",
-        f"`bench/safety/ordinary_chat.py`: every turn of the {len(json.loads(args.data.read_text()))} LoCoMo "
+        f"`bench/safety/ordinary_chat.py`: every turn of the {len(load_conversations(args.data))} LoCoMo "
         f"conversations, none of them a crisis. Python {platform.python_version()}, embedder runtime "
         f"{embedder.runtime}.", "",
         "| detector | turns flagged | false-alarm rate | of them over 200 characters | strongest category |",

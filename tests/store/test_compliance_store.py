@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
@@ -297,8 +298,36 @@ async def test_traces_and_finished_jobs_and_events_are_kept_a_week_only(backend)
 
         week, month = FINISHED_KEPT.total_seconds(), GIVEN_UP_KEPT.total_seconds()
         assert week - 60 < ttl_of(":trace:trace-1") <= week
+        assert week - 60 < ttl_of(":traces") <= week and week - 60 < ttl_of(":traces:expiry") <= week
         assert week - 60 < ttl_of(":job:job-done") <= week and week - 60 < ttl_of(":event:ev-delivered") <= week
         assert month - 60 < ttl_of(":job:job-given-up") <= month and month - 60 < ttl_of(":event:ev-given-up") <= month
         assert ttl_of(":job:job-queued") == -1 and ttl_of(":event:ev-queued") == -1
         assert await store.prune_finished(now + GIVEN_UP_KEPT, 1000) == 0
     assert await store.pending_extractions() == 1 and await store.pending_outbox() == 1
+
+
+async def test_redis_trace_index_forgets_traces_that_expired(redis_server, monkeypatch):
+    """Redis expires a trace but cannot expire its entry in the user's erasure index: the next
+    trace written drops the entries of those gone, so the index does not grow with every
+    request, and an erasure receipt counts only traces that were still there."""
+    import salience.store.redis as redis_store
+
+    redis_server.flush()
+    store = open_store(redis_server.url, KEYRING)
+    await store.open()
+    try:
+        monkeypatch.setattr(redis_store, "TRACE_TTL", 1)
+        for n in range(3):
+            await store.save_trace("tenant-a", f"old-{n}", {"user": "alice", "messages": []}, utcnow(), [f"msg-{n}"])
+        client: redis.Redis = redis_server.client()
+        [index] = [k for k in client.scan_iter(match="*alice*:traces")]
+        assert client.hlen(index) == 3
+        await asyncio.sleep(1.2)
+        monkeypatch.setattr(redis_store, "TRACE_TTL", 3600)
+        await store.save_trace("tenant-a", "new", {"user": "alice", "messages": []}, utcnow(), ["msg-new"])
+        assert set(client.hkeys(index)) == {b"new"}
+        assert set(client.zrange(index + b":expiry", 0, -1)) == {b"new"}
+        receipt = await store.erase_user(ALICE, utcnow())
+        assert receipt.removed["traces"] == 1
+    finally:
+        await store.close()

@@ -28,6 +28,7 @@ Key layout (``docs/scaling.md`` has the measured sizes):
     salience:{outbox}:pending      hash   "t:<tenant>" -> events queued or leased; "*" -> all
     salience:tenant:<t>:trace:<id> string a debug trace (expires); sealed with the user's key
     salience:{t:u}:traces          hash   trace id -> the memory and message ids it holds (erasure)
+    salience:{t:u}:traces:expiry   zset   trace id -> when its trace expires (prunes the index)
     salience:{t:u}:dek             hash   k: the user's data key, wrapped by the tenant master key
     salience:{audit:<t>}:log       list   the tenant's audit entries, JSON, in chain order
     salience:{audit:<t>}:head      hash   seq, hash of the last entry
@@ -48,6 +49,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -299,9 +301,22 @@ class RedisStore(RedisPersonModel, RedisSafety, RedisOutbox, RedisQueue, RedisCo
         user = UserRef(tenant, user_id)
         sealed = self._seal(await self._key(user, create=True), user, json.dumps(payload), "trace")
         # The owner is stored beside the trace so it can be opened with the right key; the
-        # user's index says which traces hold which ids, for erasure.
-        await self._redis.set(self._trace_key(tenant, trace_id), json.dumps({"u": user_id, "p": sealed}), ex=TRACE_TTL)
-        await self._redis.hset(f"{user_prefix(user)}:traces", trace_id, " ".join(refs or []))
+        # user's index says which traces hold which ids, for erasure. Redis 7.0 cannot expire a
+        # hash field, so the index keeps each trace's expiry beside it and drops the entries of
+        # traces already gone whenever it is written; the index itself expires with the newest trace.
+        index, expiries = f"{user_prefix(user)}:traces", f"{user_prefix(user)}:traces:expiry"
+        wall = time.time()
+        gone = await self._redis.zrangebyscore(expiries, "-inf", wall)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._trace_key(tenant, trace_id), json.dumps({"u": user_id, "p": sealed}), ex=TRACE_TTL)
+            if gone:
+                pipe.hdel(index, *gone)
+                pipe.zrem(expiries, *gone)
+            pipe.hset(index, trace_id, " ".join(refs or []))
+            pipe.zadd(expiries, {trace_id: wall + TRACE_TTL})
+            pipe.expire(index, TRACE_TTL)
+            pipe.expire(expiries, TRACE_TTL)
+            await pipe.execute()
 
     @_unavailable_on_connection_errors
     async def get_trace(self, tenant: str, trace_id: str) -> dict[str, Any] | None:

@@ -70,10 +70,13 @@ class RedisCompliance:
         index = f"{user_prefix(user)}:traces"
         held = await self._redis.hgetall(index)
         doomed = [t.decode() for t, ids in held.items() if refs is None or refs & set(ids.decode().split())]
+        erased = 0
         for trace_id in doomed:
-            await self._redis.delete(self._trace_key(user.tenant, trace_id))
+            # Counted only where the trace was still there: an expired one was not erased now.
+            erased += await self._redis.delete(self._trace_key(user.tenant, trace_id))
             await self._redis.hdel(index, trace_id)
-        return len(doomed)
+            await self._redis.zrem(f"{index}:expiry", trace_id)
+        return erased
 
     async def _forget_in_safety_record(self, user: UserRef, message_ids: set[str]) -> int:
         key = f"{user_prefix(user)}:safety"

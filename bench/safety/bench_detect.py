@@ -41,7 +41,8 @@ from salience.safety.train import TRAINING_FILES
 
 CORPUS = Path(__file__).resolve().parents[2] / "tests" / "safety"
 PLAIN_REGEX = re.compile(r"suicid|kill myself|self[- ]harm|hurt myself|overdos|hits me|want to die", re.IGNORECASE)
-FILLER = " and honestly the week has been long, work was busy, I saw my sister, we talked about the holidays"
+# Whole sentences, so a padded message that gets split is split as a real long turn would be.
+FILLER = " Honestly the week has been long. Work was busy. I saw my sister and we talked about the holidays."
 
 
 def corpus() -> list[str]:

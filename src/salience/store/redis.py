@@ -306,9 +306,9 @@ class RedisStore(RedisPersonModel, RedisSafety, RedisOutbox, RedisQueue, RedisCo
         # traces already gone whenever it is written; the index itself expires with the newest trace.
         index, expiries = f"{user_prefix(user)}:traces", f"{user_prefix(user)}:traces:expiry"
         wall = time.time()
+        await self._redis.set(self._trace_key(tenant, trace_id), json.dumps({"u": user_id, "p": sealed}), ex=TRACE_TTL)
         gone = await self._redis.zrangebyscore(expiries, "-inf", wall)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._trace_key(tenant, trace_id), json.dumps({"u": user_id, "p": sealed}), ex=TRACE_TTL)
+        async with self._redis.pipeline(transaction=True) as pipe:  # the user's keys only: one Cluster slot
             if gone:
                 pipe.hdel(index, *gone)
                 pipe.zrem(expiries, *gone)

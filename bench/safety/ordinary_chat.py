@@ -6,7 +6,8 @@ LoCoMo's conversations (public, CC BY-NC 4.0, not shipped) are long, friendly ch
 people over months: hobbies, family, work, plans, encouragement. None of its 5,882 turns is a
 crisis disclosure, so every flag is a false alarm: a pinned safety memory, crisis resources in
 every later conversation and perhaps a webhook to the app's safety team, for an ordinary user.
-The set is never training data. Rows, in the same run: the rules alone, and the shipped detector
+The set is never training data, though the registers of ``training_chat_2.yaml`` were chosen from
+its false alarms, so it no longer measures the shipped classifier blind. Rows, in the same run: the rules alone, and the shipped detector
 (rules + classifier), each as a share of turns flagged, by category, and for turns over
 ``SENTENCE_SPLIT_CHARS``. Writes ``bench/results/safety_ordinary_chat.md``.
 """
@@ -68,7 +69,9 @@ async def main() -> None:
         "# False alarms on ordinary conversation (LoCoMo)", "",
         f"`bench/safety/ordinary_chat.py`: every turn of the {len(load_conversations(args.data))} LoCoMo "
         f"conversations, none of them a crisis. Python {platform.python_version()}, embedder runtime "
-        f"{embedder.runtime}.", "",
+        f"{embedder.runtime}. Not a blind measure of the shipped classifier: the registers of "
+        "`training_chat_2.yaml` were chosen from this benchmark's false alarms (docs/safety.md); "
+        "`tests/safety/corpus_ordinary_chat.yaml` is the blind one.", "",
         "| detector | turns flagged | false-alarm rate | of them over 200 characters | strongest category |",
         "|---|---|---:|---|---|",
         *rows, "",

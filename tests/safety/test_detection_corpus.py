@@ -29,7 +29,7 @@ BLIND = "corpus_blind.yaml"  # written blind by someone else; see its header
 BLIND_2 = "corpus_blind_2.yaml"  # the same, later, larger; see its header
 BLIND_3 = "corpus_blind_3.yaml"  # the same again, written by someone who saw nothing; see its header
 ORDINARY_CHAT = "corpus_ordinary_chat.yaml"  # everyday chat, no crisis at all; see its header
-MAX_ORDINARY_FALSE_ALARMS = 4  # of 240: measured 3 (one message of slack)
+MAX_ORDINARY_FALSE_ALARMS = 3  # of 240: measured 2 (one message of slack)
 HELD_OUT = {FINAL, HOLDOUT5, BLIND, BLIND_2, BLIND_3, ORDINARY_CHAT}
 TUNING = sorted(p.name for p in HERE.glob("corpus_*.yaml") if p.name not in HELD_OUT)
 
@@ -128,7 +128,8 @@ async def test_the_rules_alone_still_meet_the_bar_on_the_tuning_corpus():
         # refitted on the int8 embedder: 107/130 = 0.823, FPR 4/110 = 0.036; with training_4.yaml
         # (written without reading it): 111/130 = 0.854, FPR 2/110 = 0.018; with the 7-bit embedder
         # and training_5.yaml (written by people who read nothing of the project): the same; with
-        # the plain chat of training_chat.yaml: 113/130 = 0.869, FPR 2/110
+        # the plain chat of training_chat.yaml: 113/130 = 0.869, FPR 2/110; with training_chat_2.yaml:
+        # 114/130 = 0.877, FPR 2/110
         (BLIND, 0.85, 0.04),
         # the second blind set (see its header), measured once unseen: 107/160 = 0.669, FPR 6/160;
         # refitted on the int8 embedder: 105/160 = 0.656, FPR 6/160 (104/160 on a later run); with
@@ -136,11 +137,11 @@ async def test_the_rules_alone_still_meet_the_bar_on_the_tuning_corpus():
         # same weights on an AVX-512 VNNI CPU (saturating AVX2 sums, see same_model): 110/160 =
         # 0.688, FPR 5/160 = 0.031; with the 7-bit embedder and training_5.yaml: 121/160 = 0.756,
         # FPR 5/160 = 0.031; with the plain chat (a looser threshold on look-alikes): 123/160 =
-        # 0.769, FPR 8/160 = 0.050
+        # 0.769, FPR 8/160 = 0.050; with training_chat_2.yaml: the same
         (BLIND_2, 0.75, 0.05),
         # the third blind set (see its header), measured unseen: 138/180 = 0.767, FPR 9/180 = 0.050;
         # with the 7-bit embedder and training_5.yaml: 143/180 = 0.794, FPR 8/180 = 0.044; with the
-        # plain chat: 149/180 = 0.828, FPR 10/180 = 0.056
+        # plain chat: 149/180 = 0.828, FPR 10/180 = 0.056; with training_chat_2.yaml: the same
         (BLIND_3, 0.81, 0.056),
     ],
 )
@@ -154,7 +155,8 @@ async def test_the_held_out_sets_do_not_regress(detector, held_out, min_recall, 
 async def test_ordinary_conversation_raises_almost_no_false_alarm(detector):
     """Most of what a companion hears is everyday chat; a false alarm there pins a safety memory,
     brings crisis lines into every later conversation and may page the app's safety team.
-    Measured unseen: 15 of 240 before the plain chat of training_chat.yaml, 3 after."""
+    Measured unseen: 15 of 240 before the plain chat of training_chat.yaml, 3 after, 2 with
+    training_chat_2.yaml as well."""
     result, mistakes = await confusion(detector, messages(ORDINARY_CHAT))
     print(f"\nordinary chat ({ORDINARY_CHAT}): {result.fp} false alarms in {result.fp + result.tn}")
     assert result.fp <= MAX_ORDINARY_FALSE_ALARMS, mistakes

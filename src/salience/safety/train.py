@@ -33,11 +33,11 @@ from salience.safety.detect import RuleBasedDetector, normalise
 from salience.safety.hybrid import STRONG_FLAG_VETO, is_short_turn
 from salience.safety.rules import LAUGHTER
 
-TRAINING_FILES = tuple(DATA / f"training{suffix}.yaml" for suffix in ("", "_2", "_3", "_4", "_5", "_chat"))
+TRAINING_FILES = tuple(DATA / f"training{suffix}.yaml" for suffix in ("", "_2", "_3", "_4", "_5", "_chat", "_chat_2"))
 # Plain everyday conversation: taught as "none", but left out of the false-positive rate the
 # thresholds are chosen at. Counted, a thousand easy negatives would let the threshold loosen on
 # the look-alikes (idioms, negations, other people) that the target is there to hold.
-PLAIN_CHAT_FILES = (DATA / "training_chat.yaml",)
+PLAIN_CHAT_FILES = (DATA / "training_chat.yaml", DATA / "training_chat_2.yaml")
 CORPUS = Path(__file__).resolve().parents[3] / "tests" / "safety"
 TUNING_FILES = ("corpus_dev.yaml", "corpus_holdout.yaml", "corpus_holdout2.yaml", "corpus_holdout3.yaml", "corpus_holdout4.yaml")
 TARGET_FPR = 0.04  # under the 0.05 bar, with room for phrasings the training did not see

@@ -1,7 +1,7 @@
 """The request path of a chat completion, top to bottom in one place:
 
     identify -> screen -> recall -> inject -> upstream -> respond -> enqueue extraction
-    (and wake the escalation sender)
+    (and, when the message was flagged, wake the escalation sender)
 
 Everything that makes the reply slower lives here where it can be seen; everything that
 can wait (extraction, webhook delivery) happens after the last byte has left. When the
@@ -106,12 +106,13 @@ async def chat_completion(request: Request, tenant: TenantSettings, body: dict[s
 
         return await forward_unremembered(services, tenant, upstream, body, streaming, "degraded", spool_later)
 
-    # upstream -> respond -> enqueue extraction and wake the escalation sender (after the last byte)
+    # upstream -> respond -> enqueue extraction, wake the escalation sender (after the last byte)
     async def after_reply(reply_text: str) -> None:
         if recall.ids:  # the audit log: which memories this request injected (ids only)
             await services.auditor.record_quietly(tenant.id, user.user, "recall.inject", recall.ids, identity.request_id)
         await enqueue_extraction(services, identity, body["messages"], reply_text)
-        services.escalations.notify()
+        if screening.flags:  # only a flagged message queues an event; the sender's poll finds retries
+            services.escalations.notify()
 
     return await respond(upstream, upstream_body, streaming, headers, after_reply)
 

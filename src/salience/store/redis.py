@@ -114,6 +114,7 @@ class RedisStore(RedisPersonModel, RedisSafety, RedisOutbox, RedisQueue, RedisCo
         self._retry = self._redis.register_script(queue_scripts.RETRY)
         self._delete_memory = self._redis.register_script(scripts.DELETE_MEMORY)
         self._memory_changes = self._redis.register_script(scripts.MEMORY_CHANGES)
+        self._index_trace = self._redis.register_script(scripts.INDEX_TRACE)
         self._save_signals = self._redis.register_script(scripts.SAVE_SIGNALS)
         self._signal_changes = self._redis.register_script(scripts.SIGNAL_CHANGES)
         self._save_safety = self._redis.register_script(scripts.SAVE_SAFETY)
@@ -301,22 +302,13 @@ class RedisStore(RedisPersonModel, RedisSafety, RedisOutbox, RedisQueue, RedisCo
         user = UserRef(tenant, user_id)
         sealed = self._seal(await self._key(user, create=True), user, json.dumps(payload), "trace")
         # The owner is stored beside the trace so it can be opened with the right key; the
-        # user's index says which traces hold which ids, for erasure. Redis 7.0 cannot expire a
-        # hash field, so the index keeps each trace's expiry beside it and drops the entries of
-        # traces already gone whenever it is written; the index itself expires with the newest trace.
-        index, expiries = f"{user_prefix(user)}:traces", f"{user_prefix(user)}:traces:expiry"
-        wall = time.time()
+        # user's index says which traces hold which ids, for erasure (INDEX_TRACE, on the user's
+        # Cluster slot: the trace's own key is not under the user's hash tag, so it is set apart).
         await self._redis.set(self._trace_key(tenant, trace_id), json.dumps({"u": user_id, "p": sealed}), ex=TRACE_TTL)
-        gone = await self._redis.zrangebyscore(expiries, "-inf", wall)
-        async with self._redis.pipeline(transaction=True) as pipe:  # the user's keys only: one Cluster slot
-            if gone:
-                pipe.hdel(index, *gone)
-                pipe.zrem(expiries, *gone)
-            pipe.hset(index, trace_id, " ".join(refs or []))
-            pipe.zadd(expiries, {trace_id: wall + TRACE_TTL})
-            pipe.expire(index, TRACE_TTL)
-            pipe.expire(expiries, TRACE_TTL)
-            await pipe.execute()
+        await self._index_trace(
+            keys=[f"{user_prefix(user)}:traces", f"{user_prefix(user)}:traces:expiry"],
+            args=[trace_id, " ".join(refs or []), time.time(), TRACE_TTL],
+        )
 
     @_unavailable_on_connection_errors
     async def get_trace(self, tenant: str, trace_id: str) -> dict[str, Any] | None:

@@ -140,6 +140,22 @@ return {version, count, changed}
 
 # -- memories and safety: per-user scripts ---------------------------------------------------
 
+# KEYS: the user's trace index hash (trace id -> the ids it holds), its expiry zset. ARGV: trace
+# id, the ids it holds (space separated), now and the trace's time to live, in seconds. Redis 7.0
+# cannot expire a hash field: the entries of traces already gone are dropped on each write, and
+# both keys expire with the newest trace. Returns how many entries were dropped.
+INDEX_TRACE = """
+local now = tonumber(ARGV[3])
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+for _, id in ipairs(gone) do redis.call('HDEL', KEYS[1], id) end
+if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return #gone
+"""
+
 # KEYS: memory hash, memory order zset, meta hash, written zset. ARGV: memory id.
 DELETE_MEMORY = _BUMP_VERSION + """
 redis.call('ZREM', KEYS[2], ARGV[1])

@@ -7,9 +7,10 @@ people over months: hobbies, family, work, plans, encouragement. None of its 5,8
 crisis disclosure, so every flag is a false alarm: a pinned safety memory, crisis resources in
 every later conversation and perhaps a webhook to the app's safety team, for an ordinary user.
 The set is never training data, though the registers of ``training_chat_2.yaml`` were chosen from
-its false alarms, so it no longer measures the shipped classifier blind. Rows, in the same run: the rules alone, and the shipped detector
-(rules + classifier), each as a share of turns flagged, by category, and for turns over
-``SENTENCE_SPLIT_CHARS``. Writes ``bench/results/safety_ordinary_chat.md``.
+its false alarms, so it no longer measures the shipped classifier blind. Rows, in the same run:
+the rules alone, and the shipped detector (rules + classifier), each as a share of turns flagged,
+by category, and for turns over ``SENTENCE_SPLIT_CHARS``. Writes
+``bench/results/safety_ordinary_chat.md``.
 """
 
 from __future__ import annotations

@@ -44,7 +44,10 @@ STABLE_AFTER = 60.0  # a worker that ran this long before dying starts again at 
 STOP_GRACE = 10.0  # seconds a stopping worker gets before it is killed
 # The supervised worker runs at a lower CPU priority than the serving process: on a machine
 # short of cores it takes what serving leaves, instead of slowing replies (the gateway
-# benchmark's throughput fell by a quarter with the worker at the same priority).
+# benchmark's throughput fell by a quarter with the worker at the same priority). On Linux it
+# also runs under SCHED_IDLE, which any runnable serving thread preempts at once: with niceness
+# alone a woken serving thread could wait for the worker's slice (extraction on/off p50 was
+# 1.05-1.08 with niceness alone, 1.03-1.06 with SCHED_IDLE, docs/performance.md).
 WORKER_NICENESS = 10
 PARENT_CHECK_SECONDS = 1.0
 
@@ -165,7 +168,7 @@ async def run_worker(config: Config, supervised_by: int | None = None, commits_f
 
     embedder = None
     if supervised_by is not None:  # beside a serving process: background work, one core at most
-        os.nice(WORKER_NICENESS)
+        lower_priority()
         embedder = build_embedder(config.server.embedder, threads=1)
     services = Services.build(config, embedder=embedder)
     if commits_fd is not None:
@@ -193,6 +196,19 @@ async def run_worker(config: Config, supervised_by: int | None = None, commits_f
             log.error("the extraction worker did not stop within %.0f s: exiting", STOP_GRACE)
             logging.shutdown()
             os._exit(1)
+
+
+def lower_priority() -> None:
+    """This process yields the CPU to serving: its threads so far (Linux sets both per thread;
+    BLAS starts its own on import) and, by inheritance, every thread it starts from now on."""
+    threads = [int(task) for task in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else [0]
+    for thread in threads:
+        try:
+            os.setpriority(os.PRIO_PROCESS, thread, WORKER_NICENESS)
+            if hasattr(os, "SCHED_IDLE"):
+                os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
+        except OSError:  # the thread ended meanwhile, or the platform refused: niceness alone
+            continue
 
 
 def commit_announcer(fd: int) -> Callable[[UserRef], None]:

@@ -74,6 +74,10 @@ def test_serve_extracts_in_a_supervised_worker_process(tmp_path):
             wait_for_memory(http, "ana", "Pebble")
             # it yields the CPU to serving when cores are short
             assert os.getpriority(os.PRIO_PROCESS, worker) > os.getpriority(os.PRIO_PROCESS, proxy.process.pid)
+            # ... at once: every one of its threads is preempted by any serving thread (SCHED_IDLE)
+            threads = [int(task.name) for task in Path(f"/proc/{worker}/task").iterdir()]
+            assert len(threads) > 1 and all(os.sched_getscheduler(tid) == os.SCHED_IDLE for tid in threads)
+            assert os.sched_getscheduler(proxy.process.pid) == os.SCHED_OTHER
             assert (tmp_path / "config" / "data" / "salience.db").exists()  # a real SQLite file, shared
 
             # Extraction happens in the child only: frozen, nothing is extracted; thawed, it is.

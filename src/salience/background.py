@@ -24,12 +24,18 @@ async def cancel_task(task: asyncio.Task[None] | None) -> None:
 class Poller:
     """Calls ``run_once`` (which returns how much it did) until it does nothing, then sleeps
     until ``notify`` or ``poll_seconds``. Errors are logged by type only (never content) and
-    the loop goes on: the store may be briefly unavailable."""
+    the loop goes on: the store may be briefly unavailable.
 
-    def __init__(self, name: str, run_once: Callable[[], Awaitable[int]], poll_seconds: float) -> None:
+    ``gather_seconds``: how long to wait after a nudge before running, so that the work queued
+    meanwhile is taken in one go (the extraction worker: one batch instead of one job per turn)."""
+
+    def __init__(
+        self, name: str, run_once: Callable[[], Awaitable[int]], poll_seconds: float, gather_seconds: float = 0.0
+    ) -> None:
         self.name = name
         self.run_once = run_once
         self.poll_seconds = poll_seconds
+        self.gather_seconds = gather_seconds
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -49,7 +55,9 @@ class Poller:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
             except asyncio.TimeoutError:
-                pass
+                continue
+            if self.gather_seconds:
+                await asyncio.sleep(self.gather_seconds)
 
     def start(self) -> None:
         if self._task is None:

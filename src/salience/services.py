@@ -121,7 +121,8 @@ class Services:
             extractor=extractor,
             recaller=recaller,
             worker=ExtractionWorker(
-                store, extractor, embedder, lease=timedelta(seconds=config.server.extraction.lease_seconds)
+                store, extractor, embedder, lease=timedelta(seconds=config.server.extraction.lease_seconds),
+                gather_seconds=config.server.extraction.gather_seconds,
             ),
             upstreams=upstreams,
             tenants=TenantDirectory(config.tenants),
@@ -138,12 +139,15 @@ class Services:
         return services
 
     def wire_commits(self) -> None:
-        """Writes and escalations are recorded in the tenant's audit chain (ids only), and each
-        committed job is announced (``announce_commit``)."""
+        """Writes and escalations are recorded in the tenant's audit chain (ids only), and the
+        users of each batch of committed jobs are announced (``announce_commit``)."""
         auditor = self.auditor
 
+        def announce(users: list[UserRef]) -> None:
+            for user in users:
+                (self.announce_commit or self.recaller.refresh)(user)
+
         async def committed(job: ExtractionJob, added: list[MemoryItem], reinforced: list[MemoryItem]) -> None:
-            (self.announce_commit or self.recaller.refresh)(job.user)
             if added:
                 await auditor.record_quietly(job.user.tenant, job.user.user, "memory.write", [m.id for m in added], job.id)
             if reinforced:
@@ -155,6 +159,7 @@ class Services:
             await auditor.record_quietly(user.tenant, user.user, "safety.escalation", event_ids)
 
         self.worker.on_commit = committed
+        self.worker.on_users_committed = announce
         self.safety.on_escalation = escalated
 
     async def start(self, run_worker: bool = True, extraction_process: ExtractionProcess | None = None) -> None:

@@ -79,6 +79,10 @@ class ExtractionSettings(_Strict):
     # supervises (``salience worker``), so extraction never holds the serving process's GIL;
     # "inline" in the serving process itself
     process: Literal["inline", "separate"] = "separate"
+    # After a turn is queued the worker waits this long before it claims, so that the turns
+    # queued meanwhile are extracted as one batch: the serving process then brings each user's
+    # memory up to date once per batch instead of once per turn (docs/performance.md).
+    gather_seconds: float = Field(0.3, ge=0, le=10)
 
 
 class WebhookDeliverySettings(_Strict):

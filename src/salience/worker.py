@@ -21,7 +21,7 @@ from salience.memory.memory_cache import MemoryCache
 from salience.memory.memory_set import MemorySet
 from salience.memory.person import update_person_model
 from salience.memory.vectors import similarities
-from salience.model import ExtractionJob, MemoryItem, Message, utcnow
+from salience.model import ExtractionJob, MemoryItem, Message, UserRef, utcnow
 from salience.safety.detect import RuleBasedDetector
 from salience.store.base import Store
 
@@ -42,6 +42,7 @@ class ExtractionWorker:
         poll_seconds: float = 1.0,
         batch: int = 8,
         lease: timedelta = LEASE,
+        gather_seconds: float = 0.0,
     ) -> None:
         self.store = store
         self.lease = lease
@@ -52,10 +53,13 @@ class ExtractionWorker:
         self.memories = MemoryCache(store, max_users=CACHED_USERS, serve_stale=False, lexical=False)
         self.poll_seconds = poll_seconds
         self.batch = batch
-        # Told of every job committed (the audit log, the serving process's caches); set by ``Services``.
+        # Told of every job committed (the audit log); set by ``Services``.
         self.on_commit: Callable[[ExtractionJob, list[MemoryItem], list[MemoryItem]], Awaitable[None]] | None = None
+        # Told once per batch of each user some job was committed for (the serving process's
+        # caches catch up once for the batch, not once per turn); set by ``Services``.
+        self.on_users_committed: Callable[[list[UserRef]], None] | None = None
         self._detector = RuleBasedDetector()  # arc signals: which messages came close to a crisis
-        self._poller = Poller("salience-extraction-worker", self.run_once, poll_seconds)
+        self._poller = Poller("salience-extraction-worker", self.run_once, poll_seconds, gather_seconds)
         # When extraction runs in another process (worker_process.py): how to nudge it instead.
         self.elsewhere: Callable[[], None] | None = None
 
@@ -119,9 +123,11 @@ class ExtractionWorker:
     async def run_once(self) -> int:
         """Claim and process the jobs that are due now; returns how many were claimed."""
         jobs = await self.store.claim_extraction_jobs(self.batch, utcnow(), self.lease)
+        committed: dict[UserRef, None] = {}  # in order of first commit
         for job in jobs:
             try:
                 await self.process(job)
+                committed[job.user] = None
             except Exception as exc:  # one bad job must not stop the queue
                 give_up = job.attempts >= MAX_ATTEMPTS
                 retry_at = None if give_up else utcnow() + timedelta(seconds=2**job.attempts)
@@ -130,6 +136,8 @@ class ExtractionWorker:
                     job.id, job.attempts, "giving up" if give_up else "will retry", type(exc).__name__,
                 )
                 await self.store.retry_extraction(job.id, f"{type(exc).__name__}: {exc}", retry_at)
+        if committed and self.on_users_committed is not None:
+            self.on_users_committed(list(committed))
         return len(jobs)
 
     def notify(self) -> None:

@@ -1,0 +1,76 @@
+"""The extraction worker takes the turns queued close together as one batch."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from salience.exchange import Turn, exchange_messages, extraction_job
+from salience.memory.embed import LocalMiniLMEmbedder
+from salience.memory.extract import SelfDisclosureExtractor
+from salience.model import UserRef, utcnow
+from salience.store.base import open_store
+from salience.worker import ExtractionWorker
+
+TURNS = {
+    UserRef("t", "ana"): ["I adopted a grey cat called Pebble in 2024.", "My brother Farid is getting married in June."],
+    UserRef("t", "ben"): ["I have been learning to play the violin on weekends."],
+}
+
+
+async def queue_turn(store, worker: ExtractionWorker, user: UserRef, text: str) -> None:
+    now = utcnow()
+    messages = exchange_messages(user, f"s-{user.user}", now, [Turn(0, "user", text)])
+    assert await store.enqueue_extraction(extraction_job(user, f"s-{user.user}", messages), now)
+    worker.notify()
+
+
+async def test_turns_queued_together_are_extracted_as_one_batch_and_each_user_announced_once(
+    tmp_path: Path, embedder: LocalMiniLMEmbedder
+):
+    store = open_store(f"sqlite:///{tmp_path / 'batches.db'}")
+    await store.open()
+    worker = ExtractionWorker(store, SelfDisclosureExtractor(), embedder, poll_seconds=30, gather_seconds=0.5)
+    announced: list[list[UserRef]] = []
+    worker.on_users_committed = announced.append
+    worker.start()
+    try:
+        await asyncio.sleep(0.2)  # the worker has found nothing and waits for a nudge
+        queued_at = time.monotonic()
+        for user, texts in TURNS.items():
+            for text in texts:
+                await queue_turn(store, worker, user, text)
+        while await store.pending_extractions():
+            assert time.monotonic() - queued_at < 20, "the queued turns were never extracted"
+            await asyncio.sleep(0.05)
+        # it waited for the turns queued after the first nudge, then took them in one go
+        assert time.monotonic() - queued_at >= 0.5
+        assert announced == [list(TURNS)]
+        for user, texts in TURNS.items():
+            assert sorted(m.text for m in await store.load_memories(user)) == sorted(texts)
+    finally:
+        await worker.stop()
+        await store.close()
+
+
+async def test_without_a_gathering_pause_each_nudge_is_served_at_once(tmp_path: Path, embedder: LocalMiniLMEmbedder):
+    store = open_store(f"sqlite:///{tmp_path / 'at-once.db'}")
+    await store.open()
+    worker = ExtractionWorker(store, SelfDisclosureExtractor(), embedder, poll_seconds=30, gather_seconds=0)
+    announced: list[list[UserRef]] = []
+    worker.on_users_committed = announced.append
+    worker.start()
+    try:
+        await asyncio.sleep(0.2)
+        user = UserRef("t", "ana")
+        for text in TURNS[user]:
+            await queue_turn(store, worker, user, text)
+            started = time.monotonic()
+            while await store.pending_extractions():
+                assert time.monotonic() - started < 20
+                await asyncio.sleep(0.01)
+        assert announced == [[user], [user]]
+    finally:
+        await worker.stop()
+        await store.close()

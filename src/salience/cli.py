@@ -84,7 +84,7 @@ def worker(
         None, "--supervised-by", hidden=True, help="started by serve (this pid): stdin is its pipe"
     ),
     commits_fd: Optional[int] = typer.Option(
-        None, "--commits-fd", hidden=True, help="started by serve: name each committed job's user on this fd"
+        None, "--commits-fd", hidden=True, help="started by serve: name the users of each committed batch on this fd"
     ),
 ) -> None:
     """Run only the extraction worker: drain the queue of exchanges into memories.

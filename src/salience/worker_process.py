@@ -7,11 +7,12 @@ serve`` starts ``salience worker`` as a child process (``extraction.process: sep
 the two share only the store, which is where the queue already is.
 
 The child's stdin is a pipe from the serving process:
-  - a byte on it means "a job was queued": the worker looks now rather than at its next poll;
+  - a byte on it means "a job was queued": the worker looks after ``extraction.gather_seconds``
+    (the turns queued meanwhile make one batch) rather than at its next poll;
   - end of file means the serving process is gone (even SIGKILLed): the worker stops, and any
     job it held is taken over when its lease runs out, as after any crash.
 The child writes back on a second pipe (``--commits-fd``): one line, the tenant and user ids,
-per job it commits. The serving process then brings that user's memory set and person model
+per user some job was committed for, once per batch. The serving process then brings that user's memory set and person model
 up to date in the background (``Recaller.refresh``), while it is otherwise waiting for an
 upstream, instead of in the user's next reply. A line lost (a full pipe) only leaves that work
 to the next reply, as before.
@@ -212,7 +213,7 @@ def lower_priority() -> None:
 
 
 def commit_announcer(fd: int) -> Callable[[UserRef], None]:
-    """Writes one line per committed job to ``fd``, never blocking: with the pipe full (the
+    """Writes one line per user to ``fd`` (once per batch), never blocking: with the pipe full (the
     serving process not reading), the line is dropped and the next reply catches up itself."""
     os.set_blocking(fd, False)
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from salience.exchange import Turn, exchange_messages, extraction_job
 from salience.memory.embed import LocalMiniLMEmbedder
 from salience.memory.extract import SelfDisclosureExtractor
 from salience.model import UserRef, utcnow
-from salience.store.base import open_store
+from salience.store.base import Store, open_store
 from salience.worker import ExtractionWorker
 
 TURNS = {
@@ -19,58 +21,59 @@ TURNS = {
 }
 
 
-async def queue_turn(store, worker: ExtractionWorker, user: UserRef, text: str) -> None:
+@asynccontextmanager
+async def running_worker(
+    db: Path, embedder: LocalMiniLMEmbedder, gather_seconds: float
+) -> AsyncIterator[tuple[Store, ExtractionWorker, list[list[UserRef]]]]:
+    """A started worker on a real SQLite file, idle and waiting for a nudge, and the users it announces."""
+    store = open_store(f"sqlite:///{db}")
+    await store.open()
+    worker = ExtractionWorker(store, SelfDisclosureExtractor(), embedder, poll_seconds=30, gather_seconds=gather_seconds)
+    announced: list[list[UserRef]] = []
+    worker.on_users_committed = announced.append
+    worker.start()
+    try:
+        await asyncio.sleep(0.2)  # it has found nothing queued and waits
+        yield store, worker, announced
+    finally:
+        await worker.stop()
+        await store.close()
+
+
+async def queue_turn(store: Store, worker: ExtractionWorker, user: UserRef, text: str) -> None:
     now = utcnow()
     messages = exchange_messages(user, f"s-{user.user}", now, [Turn(0, "user", text)])
     assert await store.enqueue_extraction(extraction_job(user, f"s-{user.user}", messages), now)
     worker.notify()
 
 
+async def extracted(store: Store, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while await store.pending_extractions():
+        assert time.monotonic() < deadline, "the queued turns were never extracted"
+        await asyncio.sleep(0.02)
+
+
 async def test_turns_queued_together_are_extracted_as_one_batch_and_each_user_announced_once(
     tmp_path: Path, embedder: LocalMiniLMEmbedder
 ):
-    store = open_store(f"sqlite:///{tmp_path / 'batches.db'}")
-    await store.open()
-    worker = ExtractionWorker(store, SelfDisclosureExtractor(), embedder, poll_seconds=30, gather_seconds=0.5)
-    announced: list[list[UserRef]] = []
-    worker.on_users_committed = announced.append
-    worker.start()
-    try:
-        await asyncio.sleep(0.2)  # the worker has found nothing and waits for a nudge
+    async with running_worker(tmp_path / "batches.db", embedder, gather_seconds=0.5) as (store, worker, announced):
         queued_at = time.monotonic()
         for user, texts in TURNS.items():
             for text in texts:
                 await queue_turn(store, worker, user, text)
-        while await store.pending_extractions():
-            assert time.monotonic() - queued_at < 20, "the queued turns were never extracted"
-            await asyncio.sleep(0.05)
+        await extracted(store)
         # it waited for the turns queued after the first nudge, then took them in one go
         assert time.monotonic() - queued_at >= 0.5
         assert announced == [list(TURNS)]
         for user, texts in TURNS.items():
             assert sorted(m.text for m in await store.load_memories(user)) == sorted(texts)
-    finally:
-        await worker.stop()
-        await store.close()
 
 
 async def test_without_a_gathering_pause_each_nudge_is_served_at_once(tmp_path: Path, embedder: LocalMiniLMEmbedder):
-    store = open_store(f"sqlite:///{tmp_path / 'at-once.db'}")
-    await store.open()
-    worker = ExtractionWorker(store, SelfDisclosureExtractor(), embedder, poll_seconds=30, gather_seconds=0)
-    announced: list[list[UserRef]] = []
-    worker.on_users_committed = announced.append
-    worker.start()
-    try:
-        await asyncio.sleep(0.2)
+    async with running_worker(tmp_path / "at-once.db", embedder, gather_seconds=0) as (store, worker, announced):
         user = UserRef("t", "ana")
         for text in TURNS[user]:
             await queue_turn(store, worker, user, text)
-            started = time.monotonic()
-            while await store.pending_extractions():
-                assert time.monotonic() - started < 20
-                await asyncio.sleep(0.01)
+            await extracted(store)
         assert announced == [[user], [user]]
-    finally:
-        await worker.stop()
-        await store.close()

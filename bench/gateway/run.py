@@ -422,9 +422,9 @@ async def run(args: argparse.Namespace) -> dict:
             progress.update(task, description="throughput")
             throughput = await throughput_rounds(throughput_targets, plan.levels, plan.throughput_rounds,
                                                  plan.throughput_seconds, advance)
-            # The throughput runs queued thousands of turns that the worker, yielding to serving,
-            # has not extracted yet: drained first, so that the comparison measures the turns it
-            # sends, not a backlog left by the phase before (the wait is reported).
+            # Every turn of the throughput runs queued a job, and the worker yields the CPU to
+            # serving: any it has not extracted yet are waited for, so that the comparison measures
+            # the turns it sends, not a backlog left by the phase before (the wait is reported).
             progress.update(task, description="extraction on/off (draining the worker's backlog)")
             backlog = await drain_backlog(on_root / "data" / "salience.db")
             progress.update(task, description="extraction on/off")
@@ -563,8 +563,7 @@ def markdown(result: dict) -> str:
         left = (f"{backlog['turns']:,} turns, extracted in {backlog['drained_seconds']} s before this was measured"
                 if backlog["turns"] else "none")
         lines += [f"Turns the throughput runs left for the worker to extract: {left}.", ""]
-    lines += [
-              "| extraction | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|",
+    lines += ["| extraction | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|",
               f"| on | {extraction['on_ms']['p50']} | {extraction['on_ms']['p95']} | {extraction['on_ms']['p99']} |",
               f"| off | {extraction['off_ms']['p50']} | {extraction['off_ms']['p95']} | {extraction['off_ms']['p99']} |",
               "", f"p50 on / off: **{extraction['p50_ratio_on_over_off']}**", "", "## Targets", "",

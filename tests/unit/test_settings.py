@@ -113,9 +113,18 @@ def test_regions_and_the_older_data_region_name(tmp_path):
         ({}, {"embedder": {"model": "bge-large"}}, "all-MiniLM-L6-v2 only"),
         ({"master_key": "too-short"}, {}, "at least 32 characters"),
         ({}, {"regions": {"eu": "mongodb://x"}}, "region 'eu'"),
+        ({}, {"extraction": {"gather_seconds": 11}}, "gather_seconds"),
+        ({}, {"extraction": {"gather_seconds": -1}}, "gather_seconds"),
     ],
 )
 def test_impossible_settings_are_config_errors(tmp_path, tenant, server, reason):
     write_config(tmp_path, {"acme": tenant}, server)
     with pytest.raises(ConfigError, match=reason):
         load_config(tmp_path)
+
+
+def test_the_worker_gathers_turns_for_a_third_of_a_second_unless_told_otherwise(tmp_path):
+    write_config(tmp_path, {"acme": {}})
+    assert load_config(tmp_path).server.extraction.gather_seconds == 0.3
+    write_config(tmp_path, {"acme": {}}, {"extraction": {"gather_seconds": 0}})
+    assert load_config(tmp_path).server.extraction.gather_seconds == 0

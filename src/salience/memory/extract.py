@@ -9,13 +9,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import Literal, Protocol, Sequence
 
-import pysbd
 
 from salience.memory.dates import resolve_relative_dates
 from salience.memory.importance import estimate_importance
+from salience.memory.sentences import split_sentences
 from salience.model import MemoryItem, MemoryKind, Message
 
 
@@ -66,15 +65,6 @@ KIND_PATTERNS: list[tuple[MemoryKind, re.Pattern[str]]] = [
     ("event", re.compile(r"\b(yesterday|today|last (week|month|year|night)|just|was|were|got|went|had)\b", re.I)),
 ]
 MIN_WORDS = 4
-
-
-@lru_cache(maxsize=1)
-def _segmenter() -> pysbd.Segmenter:
-    return pysbd.Segmenter(language="en", clean=False)
-
-
-def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _segmenter().segment(text) if s.strip()]
 
 
 def classify_kind(sentence: str) -> MemoryKind:

@@ -14,7 +14,7 @@ data only (docs/safety.md has the method and the numbers).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -141,15 +141,3 @@ class SafetyClassifier:
                 embedding_model=str(data["embedding_model"]),
                 metrics=dict(zip((str(n) for n in data["metric_names"]), (float(v) for v in data["metric_values"]))),
             )
-
-
-@lru_cache(maxsize=1)
-def _segmenter():
-    import pysbd
-
-    return pysbd.Segmenter(language="en", clean=False)
-
-
-def sentences(text: str) -> list[str]:
-    """The sentences of a long message (pysbd), to score each on its own as well."""
-    return [s.strip() for s in _segmenter().segment(text) if s.strip()]

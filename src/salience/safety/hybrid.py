@@ -32,7 +32,8 @@ import logging
 import numpy as np
 
 from salience.memory.embed import Embedder
-from salience.safety.classifier import SENTENCE_SPLIT_CHARS, SafetyClassifier, Score, Thresholds, sentences
+from salience.memory.sentences import split_sentences
+from salience.safety.classifier import SENTENCE_SPLIT_CHARS, SafetyClassifier, Score, Thresholds
 from salience.safety.detect import (
     MAX_EVIDENCE,
     Flag,
@@ -83,7 +84,7 @@ class HybridDetector:
         score = self.classifier.score(vectors, [normalise(text)])
         if len(text) > SENTENCE_SPLIT_CHARS and score.crisis >= SENTENCES_FROM:
             # a disclosure inside a long, mostly ordinary turn: its sentences count on their own
-            parts = sentences(text)
+            parts = split_sentences(text)
             if len(parts) > 1:
                 strongest = self.classifier.score(np.asarray(await self.embedder.embed(parts)), [normalise(p) for p in parts])
                 score = strongest if strongest.crisis > score.crisis else score

@@ -72,13 +72,14 @@ class RedisCompliance:
         doomed = [t.decode() for t, ids in held.items() if refs is None or refs & set(ids.decode().split())]
         if not doomed:
             return 0
-        # one round trip for all of them: each trace, then its entries in the index and expiry set
-        async with self._redis.pipeline(transaction=True) as tx:
+        # One round trip for all of them: each trace, then its entries in the index and expiry
+        # set. Pipelined, not a transaction: a trace's key is not on the user's Cluster slot.
+        async with self._redis.pipeline(transaction=False) as pipe:
             for trace_id in doomed:
-                tx.delete(self._trace_key(user.tenant, trace_id))
-            tx.hdel(index, *doomed)
-            tx.zrem(f"{index}:expiry", *doomed)
-            results = await tx.execute()
+                pipe.delete(self._trace_key(user.tenant, trace_id))
+            pipe.hdel(index, *doomed)
+            pipe.zrem(f"{index}:expiry", *doomed)
+            results = await pipe.execute()
         # Counted only where the trace was still there: an expired one was not erased now.
         return sum(int(deleted) for deleted in results[: len(doomed)])
 

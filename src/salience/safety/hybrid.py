@@ -80,8 +80,9 @@ class HybridDetector:
         reading = self.rules.read(text)
         if not normalise(text):
             return []
+        words = self.classifier.word_logits([normalise(text)])  # while the embedding runs
         vectors = np.asarray(await self.embedder.embed([text]))
-        score = self.classifier.score(vectors, [normalise(text)])
+        score = self.classifier.score_with(vectors, words)
         if len(text) > SENTENCE_SPLIT_CHARS and score.crisis >= SENTENCES_FROM:
             # a disclosure inside a long, mostly ordinary turn: its sentences count on their own
             parts = split_sentences(text)

@@ -95,7 +95,9 @@ def test_sigkill_mid_extraction_then_restart_completes_every_job_exactly_once(tm
         assert redis_server.client().xpending("salience:{queue}:stream", "workers")["pending"] == 0  # all acknowledged
         with httpx.Client(base_url=second.url, headers={"authorization": "Bearer sk-crash-test-key"}) as http:
             for index, user_id in enumerate(USERS):
-                memories = http.get(f"/v1/users/{user_id}/memories", params={"limit": 100}).json()["data"]
+                reply = http.get(f"/v1/users/{user_id}/memories", params={"limit": 100})
+                assert reply.status_code == 200, (user_id, reply.status_code, reply.text)
+                memories = reply.json()["data"]
                 assert sorted(m["text"] for m in memories) == sorted(expected_memories(index)), user_id
                 assert all(m["mention_count"] == 1 and len(m["sources"]) == 1 for m in memories), user_id
     finally:

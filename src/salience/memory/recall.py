@@ -138,17 +138,24 @@ class Recaller:
         if not query.strip() or budget <= 0 or not eligible.any():
             return self._nothing_found(query, budget, 0.0, model, pinned, arc, arc_note)
 
+        # Everything that does not need the query's vector is worked out while it is computed
+        # (off the event loop): the lexical scores, whom each memory is about, the user's
+        # people the turn refers to, salience and the latest session.
         named, about = memory_set.about(query)
         assert memory_set.lexical is not None, "recall's cache keeps the BM25 index"
-        lexical = memory_set.lexical.scores(strip_names(query, named))
+        lexical = LEXICAL_WEIGHT * memory_set.lexical.scores(strip_names(query, named))
+        subject_weight = np.where(about, 1.0, OTHER_SUBJECT)
+        # The user's own people, when the turn names no speaker of a transcript (then the
+        # speaker's own margin decides whose memory it is).
+        linked = person.linked_mask(query, memory_set.ids, len(memory_set.items), memory_set.speakers) if not named else None
+        salience_weight = 1 - SALIENCE_WEIGHT + SALIENCE_WEIGHT * memory_set.salience(now.timestamp(), settings.half_life_days)
+        latest_session = RECENT_SESSION_BONUS * self._latest_session(memory_set, eligible)
+
         query_vector = (await self.embedder.embed([query]))[0]
         dense = similarities(memory_set.matrix, query_vector)
-        content_relevance = DENSE_WEIGHT * dense + LEXICAL_WEIGHT * lexical
-        relevance = content_relevance * np.where(about, 1.0, OTHER_SUBJECT)
+        content_relevance = DENSE_WEIGHT * dense + lexical
+        relevance = content_relevance * subject_weight
         confidence = self._confidence(named, about, eligible, content_relevance, dense)
-        # The user's own people, when the turn names no speaker of a transcript (then the
-        # speaker's own margin above decides whose memory it is).
-        linked = person.linked_mask(query, memory_set.ids, len(memory_set.items), memory_set.speakers) if not named else None
         if linked is not None and linked.any():  # as with a named speaker: memories about someone else count less
             relevance = relevance * np.where(linked, 1.0, OTHER_SUBJECT) + ENTITY_BONUS * linked
             if (linked & eligible).any():
@@ -156,10 +163,9 @@ class Recaller:
         if confidence < FOUND_AT:
             return self._nothing_found(query, budget, confidence, model, pinned, arc, arc_note)
 
-        salience = memory_set.salience(now.timestamp(), settings.half_life_days)
-        score = relevance * (1 - SALIENCE_WEIGHT + SALIENCE_WEIGHT * salience)
+        score = relevance * salience_weight
         score = np.maximum(score, SAME_MESSAGE_WEIGHT * memory_set.best_in_message(score))
-        score += RECENT_SESSION_BONUS * self._latest_session(memory_set, eligible)
+        score += latest_session
         score = np.where(eligible & (relevance >= settings.min_relevance), score, -np.inf)
         top = top_indices(score, CANDIDATES)
         order = top[np.isfinite(score[top])].tolist()

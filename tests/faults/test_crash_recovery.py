@@ -96,7 +96,8 @@ def test_sigkill_mid_extraction_then_restart_completes_every_job_exactly_once(tm
         with httpx.Client(base_url=second.url, headers={"authorization": "Bearer sk-crash-test-key"}) as http:
             for index, user_id in enumerate(USERS):
                 reply = http.get(f"/v1/users/{user_id}/memories", params={"limit": 100})
-                assert reply.status_code == 200, (user_id, reply.status_code, reply.text)
+                assert reply.status_code == 200, (user_id, reply.status_code, reply.text,
+                                                  (tmp_path / "proxy.log").read_text()[-2000:])
                 memories = reply.json()["data"]
                 assert sorted(m["text"] for m in memories) == sorted(expected_memories(index)), user_id
                 assert all(m["mention_count"] == 1 and len(m["sources"]) == 1 for m in memories), user_id

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
+import pytest
 
 from salience.exchange import Turn, exchange_messages, extraction_job
 from salience.model import UserRef, utcnow
 from salience.store.base import open_store
 from tests.conftest import write_config
 from tests.processes import ProxyProcess, offline_env
+from tests.redis_server import RedisServer
 
 USERS = [f"user-{i:02d}" for i in range(20)]
 NAMES = ["Ana", "Ben", "Chloe", "Dev", "Ema", "Farid", "Gus", "Hiro", "Ines", "Jon",
@@ -62,8 +66,15 @@ async def pending(store_url: str) -> int:
         await store.close()
 
 
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own: whole proxy processes share nothing with other tests."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
 def test_sigkill_mid_extraction_then_restart_completes_every_job_exactly_once(tmp_path, redis_server):
-    redis_server.flush()
     config = write_config(
         tmp_path / "config",
         {"demo": {"api_keys": ["os.environ/CRASH_TEST_KEY"], "upstream": {"transport": "echo"}}},

@@ -67,43 +67,43 @@ async def pending(store_url: str) -> int:
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of this test's own: whole proxy processes share nothing with other tests."""
     server = RedisServer(tmp_path / "redis").start()
     yield server
     server.stop()
 
 
-def test_sigkill_mid_extraction_then_restart_completes_every_job_exactly_once(tmp_path, redis_server):
+def test_sigkill_mid_extraction_then_restart_completes_every_job_exactly_once(tmp_path, private_redis):
     config = write_config(
         tmp_path / "config",
         {"demo": {"api_keys": ["os.environ/CRASH_TEST_KEY"], "upstream": {"transport": "echo"}}},
         {"extraction": {"lease_seconds": 2}},  # a dead worker's jobs are taken over after 2 s
     )
-    env = offline_env(CRASH_TEST_KEY="sk-crash-test-key", SALIENCE_STORE_URL=redis_server.url)
-    asyncio.run(queue_200_messages(redis_server.url))
-    assert asyncio.run(pending(redis_server.url)) == 200
+    env = offline_env(CRASH_TEST_KEY="sk-crash-test-key", SALIENCE_STORE_URL=private_redis.url)
+    asyncio.run(queue_200_messages(private_redis.url))
+    assert asyncio.run(pending(private_redis.url)) == 200
 
     first = ProxyProcess(config, env, tmp_path / "proxy.log").start()
     try:
         deadline = time.monotonic() + 120
-        while (left := asyncio.run(pending(redis_server.url))) > 170:  # kill once 30+ jobs are done
+        while (left := asyncio.run(pending(private_redis.url))) > 170:  # kill once 30+ jobs are done
             assert time.monotonic() < deadline, "extraction did not start"
             time.sleep(0.02)
     finally:
         first.kill()
-    left = asyncio.run(pending(redis_server.url))
+    left = asyncio.run(pending(private_redis.url))
     assert 0 < left < 200, f"the kill must land mid-extraction ({left} jobs left)"
-    leased_to_the_dead = redis_server.client().xpending("salience:{queue}:stream", "workers")["pending"]
+    leased_to_the_dead = private_redis.client().xpending("salience:{queue}:stream", "workers")["pending"]
     print(f"killed with {left} jobs pending, {leased_to_the_dead} of them leased to the killed worker")
 
     second = ProxyProcess(config, env, tmp_path / "proxy.log").start()
     try:
         deadline = time.monotonic() + 120
-        while asyncio.run(pending(redis_server.url)):
+        while asyncio.run(pending(private_redis.url)):
             assert time.monotonic() < deadline, "the restarted proxy did not finish the queue"
             time.sleep(0.2)
-        assert redis_server.client().xpending("salience:{queue}:stream", "workers")["pending"] == 0  # all acknowledged
+        assert private_redis.client().xpending("salience:{queue}:stream", "workers")["pending"] == 0  # all acknowledged
         with httpx.Client(base_url=second.url, headers={"authorization": "Bearer sk-crash-test-key"}) as http:
             for index, user_id in enumerate(USERS):
                 reply = http.get(f"/v1/users/{user_id}/memories", params={"limit": 100})

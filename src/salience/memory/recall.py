@@ -138,9 +138,9 @@ class Recaller:
         if not query.strip() or budget <= 0 or not eligible.any():
             return self._nothing_found(query, budget, 0.0, model, pinned, arc, arc_note)
 
-        # Everything that does not need the query's vector is worked out while it is computed
-        # (off the event loop): the lexical scores, whom each memory is about, the user's
-        # people the turn refers to, salience and the latest session.
+        # Everything that needs no query vector is worked out here, on the event loop, while the
+        # vector is computed on its thread: the lexical scores, whom each memory is about, the
+        # user's people the turn refers to, salience and the latest session.
         named, about = memory_set.about(query)
         assert memory_set.lexical is not None, "recall's cache keeps the BM25 index"
         lexical = LEXICAL_WEIGHT * memory_set.lexical.scores(strip_names(query, named))

@@ -4,6 +4,7 @@ brings it up to date before answering, on every store backend."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -61,6 +62,9 @@ def assert_same(updated: MemorySet, fresh: MemorySet) -> None:
     assert updated.speakers == fresh.speakers
     score = np.random.default_rng(0).random(len(fresh.items))
     assert np.array_equal(updated.best_in_message(score), fresh.best_in_message(score))
+    assert updated.rows.quantized == fresh.rows.quantized
+    query = np.random.default_rng(1).standard_normal(8).astype(np.float32)
+    assert np.array_equal(updated.rows.scores(query), fresh.rows.scores(query))
     for query in QUERIES:
         assert np.array_equal(updated.lexical.scores(query), fresh.lexical.scores(query)), query
         named, about = updated.about(query)
@@ -92,11 +96,14 @@ def test_the_lexical_index_scores_exactly_as_bm25s_built_afresh_or_updated():
     assert np.array_equal(LexicalIndex([]).updated(np.zeros(0, int), ["a cat"]).scores("cat"), np.ones(1, np.float32))
 
 
-def test_an_updated_memory_set_scores_as_one_built_afresh():
+@pytest.mark.parametrize("quantized", [False, True], ids=["float32", "int8"])
+def test_an_updated_memory_set_scores_as_one_built_afresh(quantized: bool):
     rng = random.Random(7)
     held = memories(0, 60, rng)
     safety = replace(memories(500, 1, rng)[0], id="safe_1", pinned=True, kind="safety", embedding=None)
-    previous = MemorySet(1, held, [safety], unranked=frozenset({"plain_1"}))
+    build = functools.partial(MemorySet, quantized=quantized)
+    previous = build(1, held, [safety], unranked=frozenset({"plain_1"}))
+    assert previous.rows.quantized == quantized
     for n in (0, 5, 59):  # what recall worked out for some memories is carried over
         previous.line_tokens(n), previous.day_label(n)
     previous.about("Is Tom a nurse?")
@@ -109,7 +116,7 @@ def test_an_updated_memory_set_scores_as_one_built_afresh():
     updated = previous.updated(2, [reinforced, safety_again, *joining], gone)
 
     after = [reinforced if m.id == "mem_5" else m for m in held if m.id not in gone] + joining
-    fresh = MemorySet(2, after, [safety_again])
+    fresh = build(2, after, [safety_again])
     assert updated is not None and updated.version == 2
     assert_same(updated, fresh)
     assert [m.mention_count for m in updated.pinned_items] == [2]
@@ -117,18 +124,18 @@ def test_an_updated_memory_set_scores_as_one_built_afresh():
     more = memories(64, 3, rng)
     again = updated.updated(3, more, set())
     assert again is not None
-    assert_same(again, MemorySet(3, after + more, [safety_again]))
+    assert_same(again, build(3, after + more, [safety_again]))
     # and the set it came from still answers for its own version
-    assert_same(previous, MemorySet(1, held, [safety], unranked=frozenset({"plain_1"})))
+    assert_same(previous, build(1, held, [safety], unranked=frozenset({"plain_1"})))
     # two sets appended to the same one (a catch-up discarded, then done again): the second
     # does not write over the rows the first appended, and neither over their parent's
     branch_a, branch_b = memories(70, 2, rng), memories(80, 5, rng)
     first = again.updated(4, branch_a, set())
     second = again.updated(4, branch_b, set())
     assert first is not None and second is not None
-    assert_same(first, MemorySet(4, after + more + branch_a, [safety_again]))
-    assert_same(second, MemorySet(4, after + more + branch_b, [safety_again]))
-    assert_same(again, MemorySet(3, after + more, [safety_again]))
+    assert_same(first, build(4, after + more + branch_a, [safety_again]))
+    assert_same(second, build(4, after + more + branch_b, [safety_again]))
+    assert_same(again, build(3, after + more, [safety_again]))
 
 
 def test_a_change_that_does_not_fit_in_place_asks_for_a_full_build():

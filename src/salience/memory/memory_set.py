@@ -16,7 +16,7 @@ import numpy as np
 
 from salience.memory.inject import day_label, render_line
 from salience.memory.lexical import LexicalIndex
-from salience.memory.rows import RowBuffer
+from salience.memory.rows import Rows
 from salience.memory.salience import salience_array
 from salience.memory.subject import subjects
 from salience.memory.tokens import count_tokens
@@ -37,19 +37,23 @@ class MemorySet:
         previous: "MemorySet | None" = None,
         unranked: frozenset[str] = frozenset(),
         lexical: bool = True,
+        quantized: bool = False,
     ) -> None:
         """``previous``: the user's set this one replaces, whose tokenized texts are reused.
         ``unranked``: the ids of the user's other memories (no embedding), held only so that
         ``held`` counts every memory of the user. ``lexical``: False for a reader that never
-        scores a query (the extraction worker): no BM25 index is built or kept up to date."""
+        scores a query (the extraction worker): no BM25 index is built or kept up to date.
+        ``quantized``: the embeddings kept as int8 (``rows.Rows``), for a reader that scores
+        queries (the serving process)."""
         self.version = version
         self.items = items
         # Pinned memories (safety) are never ranked or budgeted: recall returns them as they are.
         self.pinned_items = pinned_items or []
         self.unranked = unranked
         self.ids = {m.id: n for n, m in enumerate(items)}
-        self._rows = RowBuffer(np.stack([m.embedding for m in items]).astype(np.float32) if items else np.zeros((0, 0), np.float32))
-        self.matrix = self._rows.first(len(items))
+        self.rows = Rows.of(
+            np.stack([m.embedding for m in items]).astype(np.float32) if items else np.zeros((0, 0), np.float32), quantized
+        )
         self.lexical: LexicalIndex | None = None
         if lexical:
             known = previous.lexical.words if previous is not None and previous.lexical is not None else None
@@ -72,6 +76,11 @@ class MemorySet:
     importance: np.ndarray
     reinforcements: np.ndarray
     pinned: np.ndarray
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The embeddings as float32, one row per ranked memory."""
+        return self.rows.matrix
 
     @property
     def held(self) -> int:
@@ -152,12 +161,9 @@ class MemorySet:
         new.items = ([items[i] for i in kept.tolist()] if removed else items) + joining
         new.ids = {m.id: n for n, m in enumerate(new.items)} if removed else {**self.ids, **{
             m.id: count + n for n, m in enumerate(joining)}}
-        new._rows = self._rows
-        if removed:
-            new._rows = RowBuffer(self.matrix[kept])
+        new.rows = self.rows.taken(kept) if removed else self.rows
         if joining:
-            new._rows = new._rows.extended(len(kept), np.stack([m.embedding for m in joining]).astype(np.float32))
-        new.matrix = new._rows.first(len(new.items))
+            new.rows = new.rows.extended(np.stack([m.embedding for m in joining]).astype(np.float32))
         new.lexical = self.lexical
         if self.lexical is not None and (joining or removed):
             new.lexical = self.lexical.updated(kept, [_text(m) for m in joining])

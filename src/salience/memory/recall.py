@@ -31,7 +31,6 @@ from salience.memory.arc import Arc, render_arc_note
 from salience.memory.person import PersonCache
 from salience.memory.shared_embeddings import SharedEmbeddings
 from salience.memory.tokens import count_tokens
-from salience.memory.vectors import similarities
 from salience.model import MemoryItem, UserRef, utcnow
 from salience.settings import MemorySettings
 from salience.store.base import Store
@@ -85,7 +84,7 @@ class Recaller:
     def __init__(self, store: Store, embedder: Embedder) -> None:
         # shared: the request path has usually started embedding the turn already (screening)
         self.embedder = embedder if isinstance(embedder, SharedEmbeddings) else SharedEmbeddings(embedder)
-        self.cache = MemoryCache(store)
+        self.cache = MemoryCache(store, quantized=True)
         self.people = PersonCache(store)
         self._refreshing: dict[UserRef, asyncio.Task[None]] = {}
 
@@ -152,7 +151,7 @@ class Recaller:
         latest_session = RECENT_SESSION_BONUS * self._latest_session(memory_set, eligible)
 
         query_vector = (await self.embedder.embed([query]))[0]
-        dense = similarities(memory_set.matrix, query_vector)
+        dense = memory_set.rows.scores(query_vector)
         content_relevance = DENSE_WEIGHT * dense + lexical
         relevance = content_relevance * subject_weight
         confidence = self._confidence(named, about, eligible, content_relevance, dense)
@@ -274,7 +273,7 @@ def pack_into_budget(
     used = frame
     days: set[str] = set()
     chosen: list[int] = []
-    chosen_vectors = np.empty((min(max_items, len(order)), memory_set.matrix.shape[1]), dtype=np.float32)
+    chosen_vectors = np.empty((min(max_items, len(order)), memory_set.rows.dim), dtype=np.float32)
     for position, (index, tokens) in enumerate(zip(order, line_tokens.tolist())):
         if len(chosen) >= max_items or used + cheapest_after[position] + 1 > budget:
             break
@@ -284,7 +283,7 @@ def pack_into_budget(
         cost = tokens + 1 + (0 if label in days or not chosen else label_tokens(label) + 1)
         if used + cost > budget:
             continue
-        vector = memory_set.matrix[index]
+        vector = memory_set.rows.vector(index)
         if chosen and float((chosen_vectors[:len(chosen)] @ vector).max()) >= NEAR_DUPLICATE:
             continue
         chosen_vectors[len(chosen)] = vector

@@ -328,7 +328,7 @@ class Plan:
     extraction_per_round: int
 
 
-FULL = Plan([10_000, 100_000], 6, 40, 15, [1, 16, 64], 3, 3.0, 5, 40)
+FULL = Plan([10_000, 100_000], 6, 40, 15, [1, 16, 64], 3, 3.0, 10, 40)
 QUICK = Plan([10_000], 2, 10, 5, [1, 16], 1, 1.5, 2, 10)
 
 
@@ -583,7 +583,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--levels", type=int, nargs="+", help="throughput concurrencies (default 1 16 64)")
     parser.add_argument("--throughput-rounds", type=int, help="throughput runs per system and level (default 3)")
     parser.add_argument("--throughput-seconds", type=float, help="seconds per throughput run (default 3)")
-    parser.add_argument("--extraction-rounds", type=int, help="extraction on/off rounds (default 5)")
+    parser.add_argument("--extraction-rounds", type=int, help="extraction on/off rounds (default 10)")
     parser.add_argument("--extraction-per-round", type=int, help="requests per round (default 40)")
     parser.add_argument("--delay", type=float, default=0.02, help="the fake upstream's delay, seconds")
     parser.add_argument("--chunks", type=int, default=50, help="chunks in a streamed reply")

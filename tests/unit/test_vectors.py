@@ -59,3 +59,13 @@ def test_quantized_rows_take_a_quarter_of_the_memory_and_grow_like_float_rows():
     empty = Rows.of(np.zeros((0, 0), np.float32), quantized=True)
     assert empty.scores(query).shape == (0,)
     assert empty.extended(more).scores(query).shape == (10,)
+
+
+def test_without_onnx_runtime_the_rows_stay_float32_and_score_exactly(monkeypatch):
+    monkeypatch.setattr("salience.memory.rows.int8_kernel_available", lambda: False)
+    rows = unit_rows(500, seed=7)
+    kept = Rows.of(rows, quantized=True)
+    query = unit_rows(1, seed=8)[0]
+    assert not kept.quantized
+    assert np.array_equal(kept.scores(query), rows @ query)
+    assert np.array_equal(kept.extended(unit_rows(3, seed=9)).matrix[:500], rows)

@@ -24,6 +24,7 @@ import numpy as np
 
 from salience.memory.embed import LocalMiniLMEmbedder
 from salience.memory.recall import Recaller
+from salience.memory.vectors import one_blas_thread
 from salience.model import ExtractionJob, MemoryItem, UserRef, utcnow
 from salience.settings import MemorySettings
 from salience.store.base import open_store
@@ -97,6 +98,7 @@ async def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--no-torch", action="store_true", help="skip timing the torch runtime alongside")
     args = parser.parse_args()
+    one_blas_thread()  # as in the serving process: the figures are what a reply pays there
     embedder = LocalMiniLMEmbedder(query_cache=0)  # every query embedded: the cost a new turn pays
     embedder.load()
     torch_embedder = None

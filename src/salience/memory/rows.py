@@ -42,10 +42,10 @@ class Rows:
     a query vector.
 
     ``quantized``: kept as int8 with one scale per row and scored by an integer kernel
-    (``vectors.int8_similarities``): a quarter of the bytes, so about half the time of the
-    float32 product when the rows are not in the CPU's cache, as between two turns; scores
-    within about 0.003 of the float32 ones. The serving process keeps its sets this way; the
-    extraction worker, which decides reinforcements on a similarity threshold, keeps float32."""
+    (``vectors.int8_similarities``): a quarter of the bytes, so less time than the float32
+    product when the rows are not in the CPU's cache, as between two turns; scores within about
+    0.004 of the float32 ones. The serving process keeps its sets this way; the extraction
+    worker, which decides reinforcements on a similarity threshold, keeps float32."""
 
     def __init__(self, codes: RowBuffer, scales: RowBuffer | None, count: int) -> None:
         self._codes = codes

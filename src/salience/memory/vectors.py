@@ -11,9 +11,9 @@ another request (16 ms instead of 1.7 ms was measured).
 The same rows kept as int8 (``quantize``: one scale per row) are a quarter of the bytes.
 numpy has no integer matrix product of its own worth the name (3.2 ms at 10k, three times
 the float32 one), so ``int8_similarities`` runs ONNX Runtime's ``MatMulInteger`` kernel on
-them: 0.68 against 1.22 ms at 10k and 5.8 against 12.2 ms at 100k with the cache cold, as
-between two turns of a user (with the rows still in the cache, 0.6 against 0.3 ms at 10k;
-docs/performance.md). The query is quantized to 7 bits, as the embedding model's weights are
+them: 0.68-1.23 against 1.22-1.55 ms at 10k and 5.8-12.7 against 12.2-14.3 ms at 100k with
+the cache cold, as between two turns of a user, the ratio varying with the machine's load (with
+the rows still in the cache, 0.6 against 0.3 ms at 10k; docs/performance.md). The query is quantized to 7 bits, as the embedding model's weights are
 (``onnx_minilm``): where the kernel multiplies the rows, made unsigned, by the query in 16-bit
 pair sums (AVX2), a sum cannot saturate (2 x 255 x 64 < 32,767), so every machine computes the
 exact integer dot products. The scores are within about 0.004 of the float32 ones (0.001

@@ -82,19 +82,13 @@ class Rows:
             return row
         return row.astype(np.float32) * self._scales.array[index]
 
-    def vectors(self, indices: np.ndarray) -> np.ndarray:
-        """These rows as float32 (dequantized when kept as int8)."""
-        codes = self._codes.first(self.count)[indices]
-        if self._scales is None:
-            return codes
-        return codes.astype(np.float32) * self._scales.first(self.count)[indices][:, None]
-
     @property
     def matrix(self) -> np.ndarray:
         """Every row as float32: the rows themselves, or a dequantized copy."""
+        codes = self._codes.first(self.count)
         if self._scales is None:
-            return self._codes.first(self.count)
-        return self.vectors(np.arange(self.count))
+            return codes
+        return codes.astype(np.float32) * self._scales.first(self.count)[:, None]
 
     def taken(self, kept: np.ndarray) -> "Rows":
         """A copy holding only the ``kept`` rows, in that order."""

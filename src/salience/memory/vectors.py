@@ -59,6 +59,7 @@ def int8_similarities(codes: np.ndarray, scales: np.ndarray, vector: np.ndarray)
     return dots.astype(np.float32) * (scales * step)
 
 
+@functools.cache
 def int8_kernel_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
 
@@ -70,6 +71,8 @@ def _int8_session() -> Any:
     import onnxruntime
     from onnx import TensorProto, helper
 
+    from salience.memory.onnx_minilm import serving_session_options
+
     graph = helper.make_graph(
         [helper.make_node("MatMulInteger", ["rows", "query"], ["dots"])],
         "int8_similarities",
@@ -79,11 +82,7 @@ def _int8_session() -> Any:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8  # what opset 17 needs, and every supported ONNX Runtime reads
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
+    options = serving_session_options(threads=1)
     return onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 

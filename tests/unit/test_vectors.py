@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from salience.memory.rows import Rows
+from salience.memory.rows import ColumnBuffer, Rows, column_sums
 from salience.memory.vectors import QUERY_LEVELS, int8_similarities, quantize
 
 
@@ -21,8 +21,9 @@ def test_int8_scores_stay_within_a_few_thousandths_of_float32_and_rank_alike():
     queries[10:] = rows[:10] + 0.3 * queries[10:]
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     codes, scales = quantize(rows)
+    columns, sums = ColumnBuffer.of(codes).array, column_sums(codes)
     for query in queries:
-        exact, approximate = rows @ query, int8_similarities(codes, scales, query)
+        exact, approximate = rows @ query, int8_similarities(columns, sums, scales, query)
         assert approximate.dtype == np.float32
         assert np.abs(approximate - exact).max() < 0.006
         best = set(np.argsort(-exact)[:20].tolist())
@@ -30,29 +31,44 @@ def test_int8_scores_stay_within_a_few_thousandths_of_float32_and_rank_alike():
 
 
 def test_the_integer_kernel_gives_the_exact_integer_dot_products():
-    # exact on every CPU: the 7-bit query keeps the kernel's 16-bit pair sums from saturating
+    # exact on every CPU: the 7-bit query, shifted to 0..128, keeps the kernel's 16-bit pair
+    # sums from saturating; the shift comes back out with each column's sum
     rows = unit_rows(3000, seed=2)
     codes, scales = quantize(rows)
+    assert np.abs(codes.astype(np.int32)).max() <= 127
     query = unit_rows(1, seed=3)[0]
     step = float(np.abs(query).max()) / QUERY_LEVELS
     query_codes = np.rint(query / step).astype(np.int32)
     assert np.abs(query_codes).max() <= QUERY_LEVELS
     exact_sums = codes.astype(np.int32) @ query_codes
-    np.testing.assert_allclose(int8_similarities(codes, scales, query), exact_sums * scales * np.float32(step), rtol=1e-6)
+    # with room to grow: the columns past the memories in use are multiplied and dropped
+    buffer = ColumnBuffer.of(codes).extended(3000, np.full((500, codes.shape[1]), 127, np.int8))
+    similarity = int8_similarities(buffer.array, column_sums(codes), scales, query)
+    assert similarity.shape == (3000,)
+    np.testing.assert_allclose(similarity, exact_sums * scales * np.float32(step), rtol=1e-6)
+    # the extreme codes: every pair sum at its bound, the same exact sums
+    extreme = np.where(np.arange(codes.shape[1]) % 2, 127, -127).astype(np.int8)[None, :].repeat(2, axis=0)
+    extreme[1] = 127
+    high = np.sign(query).astype(np.float32)  # every query code at +-64
+    expected = (extreme.astype(np.int32) @ np.rint(high / (1 / QUERY_LEVELS)).astype(np.int32)) * np.float32(1 / QUERY_LEVELS)
+    got = int8_similarities(ColumnBuffer.of(extreme).array, column_sums(extreme), np.ones(2, np.float32), high)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
 def test_quantized_rows_take_a_quarter_of_the_memory_and_grow_like_float_rows():
     first, more = unit_rows(1000, seed=4), unit_rows(10, seed=5)
     float_rows, int8_rows = Rows.of(first), Rows.of(first, quantized=True)
     assert int8_rows.quantized and not float_rows.quantized
-    assert int8_rows._codes.array.nbytes * 4 == float_rows._codes.array.nbytes
+    assert int8_rows._vectors.array.nbytes * 4 == float_rows._vectors.array.nbytes
     query = unit_rows(1, seed=6)[0]
     grown = int8_rows.extended(more)
     assert grown.count == 1010 and int8_rows.count == 1000  # the set it grew from is unchanged
     both = np.concatenate([first, more])
     assert np.abs(grown.scores(query) - both @ query).max() < 0.006
     assert np.abs(grown.matrix - both).max() < 0.01
-    assert np.abs(grown.vector(1005) - more[5]).max() < 0.01
+    again = int8_rows.extended(more[:3])  # the grown buffer has columns past 1000 already: copied
+    assert again.count == 1003 and np.array_equal(again.scores(query), grown.scores(query)[:1003])
+    assert np.array_equal(grown.scores(query), Rows.of(both, quantized=True).scores(query))
     kept = np.array([0, 7, 1003])
     taken = grown.taken(kept)
     assert np.array_equal(taken.scores(query), grown.scores(query)[kept])

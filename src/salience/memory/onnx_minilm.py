@@ -164,7 +164,10 @@ class OnnxMiniLM:
         # longest text of the batch and truncates at max_seq_length (256): do the same.
         self.tokenizer.enable_truncation(max_length=max_tokens)
         self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-        options = serving_session_options(threads or min(2, os.cpu_count() or 1))
+        # int8 runs one short text at a time, where a second thread bought nothing (4.0 against
+        # 4.2 ms back to back) and took the core the event loop screens the same text on
+        # meanwhile (memory off: 0.9 ms more per reply, docs/performance.md); float batches gain.
+        options = serving_session_options(threads or (1 if quantized else min(2, os.cpu_count() or 1)))
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._lock = threading.Lock()  # the tokenizer's padding state is shared

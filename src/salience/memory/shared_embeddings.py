@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from typing import Sequence
+from typing import Awaitable, Sequence
 
 import numpy as np
 
@@ -33,7 +33,9 @@ class SharedEmbeddings:
         """Begin embedding ``text`` now, in the background; ``embed`` of it waits for this run."""
         if not text or text in self._recent or self._running_here(text) is not None:
             return
-        task = asyncio.get_running_loop().create_task(self._embed_missing([text]))
+        submit = getattr(self.inner, "submit", None)  # hands the run to its thread now, if it can
+        running = self._keep(text, submit(text)) if submit is not None else self._embed_missing([text])
+        task = asyncio.get_running_loop().create_task(running)
         self._running[text] = task
         task.add_done_callback(lambda done: self._finished(text, done))
 
@@ -48,12 +50,18 @@ class SharedEmbeddings:
             return await self.inner.embed([])
         return np.stack([self._recent[t] if t in self._recent else (await self.inner.embed([t]))[0] for t in texts])
 
-    async def _embed_missing(self, texts: list[str]) -> None:
-        for text, vector in zip(texts, await self.inner.embed(texts)):
-            self._recent[text] = vector
-            self._recent.move_to_end(text)
+    async def _keep(self, text: str, vector: Awaitable[np.ndarray]) -> None:
+        self._remember(text, await vector)
+
+    def _remember(self, text: str, vector: np.ndarray) -> None:
+        self._recent[text] = vector
+        self._recent.move_to_end(text)
         while len(self._recent) > self.size:
             self._recent.popitem(last=False)
+
+    async def _embed_missing(self, texts: list[str]) -> None:
+        for text, vector in zip(texts, await self.inner.embed(texts)):
+            self._remember(text, vector)
 
     def _running_here(self, text: str) -> asyncio.Task[None] | None:
         """The run for ``text`` on this event loop (one left on a closed loop never finishes)."""

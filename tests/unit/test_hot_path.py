@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from salience.memory.embed import LocalMiniLMEmbedder
 from salience.memory.person import PersonCache
 from salience.memory.recall import MemoryCache, Recaller
+from salience.memory.shared_embeddings import SharedEmbeddings
 from salience.model import ExtractionJob, MemoryItem, MessageSignal, UserRef, utcnow
 from salience.settings import MemorySettings
 from salience.store.base import open_store
@@ -76,6 +79,29 @@ async def test_queries_embedded_together_equal_queries_embedded_alone(embedder: 
         assert float(vector[0] @ alone.embed_sync([query])[0]) > 0.9999
     together[0][0, 0] = 42.0  # the caller's copy: the cached vector is untouched
     assert float((await embedder.embed([queries[0]]))[0, 0]) != 42.0
+
+
+async def test_a_started_query_is_embedded_while_the_event_loop_is_still_busy(
+    embedder: LocalMiniLMEmbedder, monkeypatch: pytest.MonkeyPatch
+):
+    """``start`` hands the run to its thread at once: the model works while the request path
+    goes on with the rules and the store on the event loop, not from the loop's next turn."""
+    embedded = threading.Event()
+    encode = embedder._encode
+
+    def encode_and_tell(texts: list[str]) -> np.ndarray:
+        vectors = encode(texts)
+        embedded.set()
+        return vectors
+
+    monkeypatch.setattr(embedder, "_encode", encode_and_tell)
+    shared = SharedEmbeddings(embedder)
+    query = "What did my sister say about the new treatment, the one from last week?"
+    shared.start(query)
+    assert embedded.wait(30)  # a blocking wait: the event loop never turns meanwhile
+    alone = LocalMiniLMEmbedder(query_cache=0)
+    alone.load()
+    assert float((await shared.embed([query]))[0] @ alone.embed_sync([query])[0]) > 0.9999
 
 
 async def test_a_large_memory_set_is_served_while_it_is_rebuilt(tmp_path: Path):

@@ -8,7 +8,7 @@ import asyncio
 
 from salience.background import SpacedTasks
 from salience.memory.memory_set import MemorySet
-from salience.model import MemoryChanges, UserRef
+from salience.model import UserRef
 from salience.store.base import Store
 
 
@@ -20,9 +20,8 @@ class MemoryCache:
     memories, a turn's few new and reinforced memories cost a few milliseconds (one store round
     trip, the new rows appended to the arrays and to the BM25 index's term counts: 4 ms on one
     machine, 11 ms on a slower one); a user's concurrent requests share one catch-up. Recall
-    does it before answering unless ``servable_now`` lets the reply use a large set as it is.
-    Deleted memories show as a count lower than the set expects; the set then asks which of
-    its ids are gone.
+    does it before answering unless ``servable_now`` lets the reply use a large set as it is. Deleted memories show as a count lower than the set expects; the set
+    then asks which of its ids are gone.
 
     A set is built from the store in full for a user's first request, and when a catch-up is
     not possible: more than ``CATCH_UP_LIMIT`` memories written since (an import), a change
@@ -64,13 +63,14 @@ class MemoryCache:
 
     async def servable_now(self, user: UserRef) -> tuple[MemorySet, bool] | None:
         """The set held for ``user`` when a reply may use it as it is, and whether it is behind
-        the store: current, or a large set (``REBUILD_IN_BACKGROUND_FROM``) behind only by
-        memories extraction added or reinforced since. Catching up with those holds the event
-        loop for ~10 ms at 10k on a slow machine, in the very reply the extraction was meant to
-        stay out of; the memories of the turn before are in the app's conversation anyway, and
-        arrive with the caller's catch-up (``get_checked``) while the process waits for an
-        upstream. None: the caller must ``get_checked`` (nothing held, a memory deleted, a
-        safety memory pinned, too many changes): erasures and safety pins are never served late."""
+        the store: current, or a large set
+        (``REBUILD_IN_BACKGROUND_FROM``) behind only by memories extraction added or reinforced
+        since. Catching up with those holds the event loop for ~10 ms at 10k on a slow machine,
+        in the very reply the extraction was meant to stay out of; the memories of the turn
+        before are in the app's conversation anyway, and arrive with the caller's catch-up
+        (``get_checked``) while the process waits for an upstream. None: the caller must
+        ``get_checked`` (nothing held, a memory deleted, a safety memory pinned, too many
+        changes): erasures and safety pins are never served late."""
         cached = self._sets.get(user)
         if cached is None:
             return None
@@ -85,7 +85,8 @@ class MemoryCache:
         changes = await self.store.memory_changes(user, cached.version, self.CATCH_UP_LIMIT)
         if self._sets.get(user) is not cached or changes.changed is None or changes.version < cached.version:
             return None
-        if deletes_some(cached, changes) or any(m.pinned for m in changes.changed):
+        joining = sum(1 for m in changes.changed if cached.place_of(m.id) is None)
+        if changes.count != cached.held + joining or any(m.pinned for m in changes.changed):
             return None
         return cached, True
 
@@ -131,8 +132,9 @@ class MemoryCache:
         if changes.changed is None or changes.version < cached.version:
             return None
         changed_ids = {m.id for m in changes.changed}
+        joining = sum(1 for m in changes.changed if cached.place_of(m.id) is None)
         gone: set[str] = set()
-        if deletes_some(cached, changes):
+        if changes.count != cached.held + joining:  # some of the set's memories were deleted
             suspects = [memory_id for memory_id in cached.held_ids() if memory_id not in changed_ids]
             gone = set(suspects) - await self.store.existing_memory_ids(user, suspects)
         updated = cached.updated(changes.version, changes.changed, gone)
@@ -169,9 +171,3 @@ class MemoryCache:
         self._generation[user] = self._generation.get(user, 0) + 1
         self._rebuilds.cancel(user)
 
-
-def deletes_some(cached: MemorySet, changes: MemoryChanges) -> bool:
-    """Whether some of ``cached``'s memories were deleted since: the user's count is lower than
-    the set's, with the memories written since that it does not hold yet."""
-    joining = sum(1 for m in changes.changed or [] if cached.place_of(m.id) is None)
-    return changes.count != cached.held + joining

@@ -74,16 +74,12 @@ class MemoryCache:
         cached = self._sets.get(user)
         if cached is None:
             return None
-        version = await self.store.memory_version(user)  # one cheap read when nothing moved
+        changes = await self.store.memory_changes(user, cached.version, self.CATCH_UP_LIMIT)
         if self._sets.get(user) is not cached:  # forgotten or replaced meanwhile
             return None
-        if version == cached.version:
+        if changes.version == cached.version:
             return cached, False
-        if len(cached.items) < self.REBUILD_IN_BACKGROUND_FROM or version < cached.version:
-            return None
-        # what moved it: the changes' read also counts the user's memories (a scan at 100k)
-        changes = await self.store.memory_changes(user, cached.version, self.CATCH_UP_LIMIT)
-        if self._sets.get(user) is not cached or changes.changed is None or changes.version < cached.version:
+        if len(cached.items) < self.REBUILD_IN_BACKGROUND_FROM or changes.changed is None or changes.version < cached.version:
             return None
         joining = sum(1 for m in changes.changed if cached.place_of(m.id) is None)
         if changes.count != cached.held + joining or any(m.pinned for m in changes.changed):

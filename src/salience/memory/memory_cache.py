@@ -18,9 +18,9 @@ class MemoryCache:
     Extraction moves the version after nearly every turn. A cached set is brought up to date
     with what was written since its version (``Store.memory_changes``): for a user with 10k
     memories, a turn's few new and reinforced memories cost a few milliseconds (one store round
-    trip, the new rows appended to the arrays and to the BM25 index's term counts: 4 ms on one
-    machine, 11 ms on a slower one); a user's concurrent requests share one catch-up. Recall
-    does it before answering unless ``servable_now`` lets the reply use a large set as it is. Deleted memories show as a count lower than the set expects; the set
+    trip, the new rows appended to the arrays and to the BM25 index's term counts), so this is done
+    before answering and the newest memories are recalled at once; a user's concurrent requests
+    share one catch-up. Deleted memories show as a count lower than the set expects; the set
     then asks which of its ids are gone.
 
     A set is built from the store in full for a user's first request, and when a catch-up is
@@ -60,31 +60,6 @@ class MemoryCache:
 
     async def get(self, user: UserRef) -> MemorySet:
         return (await self.get_checked(user))[0]
-
-    async def servable_now(self, user: UserRef) -> tuple[MemorySet, bool] | None:
-        """The set held for ``user`` when a reply may use it as it is, and whether it is behind
-        the store: current, or a large set
-        (``REBUILD_IN_BACKGROUND_FROM``) behind only by memories extraction added or reinforced
-        since. Catching up with those holds the event loop for ~10 ms at 10k on a slow machine,
-        in the very reply the extraction was meant to stay out of; the memories of the turn
-        before are in the app's conversation anyway, and arrive with the caller's catch-up
-        (``get_checked``) while the process waits for an upstream. None: the caller must
-        ``get_checked`` (nothing held, a memory deleted, a safety memory pinned, too many
-        changes): erasures and safety pins are never served late."""
-        cached = self._sets.get(user)
-        if cached is None:
-            return None
-        changes = await self.store.memory_changes(user, cached.version, self.CATCH_UP_LIMIT)
-        if self._sets.get(user) is not cached:  # forgotten or replaced meanwhile
-            return None
-        if changes.version == cached.version:
-            return cached, False
-        if len(cached.items) < self.REBUILD_IN_BACKGROUND_FROM or changes.changed is None or changes.version < cached.version:
-            return None
-        joining = sum(1 for m in changes.changed if cached.place_of(m.id) is None)
-        if changes.count != cached.held + joining or any(m.pinned for m in changes.changed):
-            return None
-        return cached, True
 
     async def get_checked(self, user: UserRef) -> tuple[MemorySet, bool]:
         """The user's set, and whether it is current (False: served while it is rebuilt)."""

@@ -53,8 +53,6 @@ ENTITY_CONFIDENCE = 0.75
 # The arc note, when significant, takes at most this share of the budget (and these many tokens).
 ARC_BUDGET_SHARE = 0.2
 ARC_MAX_TOKENS = 90
-# A refresh after an extraction waits for a moment with no recall under way at most this long.
-QUIET_WAIT_SECONDS = 1.0
 
 
 
@@ -89,14 +87,11 @@ class Recaller:
         self.cache = MemoryCache(store, quantized=True)
         self.people = PersonCache(store)
         self._refreshing: dict[UserRef, asyncio.Task[None]] = {}
-        self._recalling = 0  # recalls under way in this process
-        self._quiet_on: asyncio.AbstractEventLoop | None = None
-        self._quiet = asyncio.Event()  # set while no recall is under way
 
     def refresh(self, user: UserRef) -> None:
         """An extraction was committed for ``user``: bring their memory set and person model up
-        to date in the background, once no recall is under way (while replies wait for their
-        upstream), rather than in the next reply."""
+        to date now, in the background, rather than in the next reply (which, while the reply
+        before waited for its upstream, usually has not arrived yet)."""
         running = self._refreshing.get(user)
         if running is not None and not running.done():
             return  # the one running reads the store after this commit anyway, or the next turn does
@@ -104,10 +99,6 @@ class Recaller:
 
     async def _refresh(self, user: UserRef) -> None:
         try:
-            try:  # a busy process still refreshes, at worst as late as this
-                await asyncio.wait_for(self._quiet_event().wait(), QUIET_WAIT_SECONDS)
-            except asyncio.TimeoutError:
-                pass
             memory_set, _ = await self.cache.get_checked(user)
             await self.people.get(user, memory_set.version)
         except Exception as exc:  # the next request brings them up to date as before
@@ -129,44 +120,10 @@ class Recaller:
         at: datetime | None = None,
         model: str | None = None,
     ) -> Recall:
-        self._recalling += 1
-        self._quiet_event().clear()
-        try:
-            return await self._recall(user, query, settings, budget_tokens, at, model)
-        finally:
-            self._recalling -= 1
-            if not self._recalling:
-                self._quiet_event().set()
-
-    def _quiet_event(self) -> asyncio.Event:
-        """Set while no recall is under way (one per event loop: tests run several)."""
-        loop = asyncio.get_running_loop()
-        if self._quiet_on is not loop:
-            self._quiet_on, self._quiet = loop, asyncio.Event()
-            if not self._recalling:
-                self._quiet.set()
-        return self._quiet
-
-    async def _memory_of(self, user: UserRef) -> tuple[MemorySet, bool]:
-        """The user's set for this reply, and whether it is current (see ``MemoryCache``); a
-        set served behind the extraction's latest memories is caught up once no recall is
-        under way."""
-        servable = await self.cache.servable_now(user)
-        if servable is None:
-            return await self.cache.get_checked(user)
-        memory_set, behind = servable
-        if behind:
-            self.refresh(user)
-        return memory_set, True
-
-    async def _recall(
-        self, user: UserRef, query: str, settings: MemorySettings, budget_tokens: int | None, at: datetime | None,
-        model: str | None,
-    ) -> Recall:
         budget = settings.budget_tokens if budget_tokens is None else budget_tokens
         now = at or utcnow()
         self.embedder.start(query)  # off the event loop, while the store and the lexical index answer
-        memory_set, current = await self._memory_of(user)
+        memory_set, current = await self.cache.get_checked(user)
         pinned = [m for m in memory_set.pinned_items if m.created_at <= now]
         if not current and pinned:  # a stale set: nothing erased since may be injected
             alive = await self.cache.store.existing_memory_ids(user, [m.id for m in pinned])

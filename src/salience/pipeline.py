@@ -187,7 +187,7 @@ async def forward_unremembered(
     resources: the latest user message is screened without storing anything."""
     headers = {"X-Salience-Memory": memory_state}
     text = content_text(last_message_of(body["messages"], "user").get("content"))
-    services.embedder.start(text)  # on its thread while the rules read the text
+    services.safety.start(text)  # its embedding on its thread while the rules read the text
     screening = Screening(await services.safety.classify(tenant, text)) if text else Screening()
     if screening.flags:
         note = services.safety.note(tenant, [], screening)

@@ -60,8 +60,7 @@ class ColumnBuffer:
         """These ``count`` columns and then ``fresh`` (int8, one row per memory): written in place
         when nothing was appended after column ``count`` yet and there is room, else copied."""
         end = count + len(fresh)
-        fits = self.array.shape[0] == fresh.shape[1] or count == 0
-        if self.filled == count and end <= self.array.shape[1] and fits:
+        if self.filled == count and end <= self.array.shape[1] and self.array.shape[0] == fresh.shape[1]:
             self.array[:, count:end] = fresh.T
             self.filled = end
             return self

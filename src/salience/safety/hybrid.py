@@ -76,6 +76,13 @@ class HybridDetector:
         self.classifier = classifier or SafetyClassifier.load()
         self.rules = rules or RuleBasedDetector()
 
+    def start(self, text: str) -> None:
+        """Begin the text's embedding now, on its thread, when the embedder can (the request
+        path's shared one): ``detect`` then reads the rules and words while it runs."""
+        start = getattr(self.embedder, "start", None)
+        if start is not None:
+            start(text)
+
     async def detect(self, text: str) -> list[Flag]:
         reading = self.rules.read(text)
         if not normalise(text):

@@ -68,6 +68,12 @@ class SafetyService:
             },
         )
 
+    def start(self, text: str) -> None:
+        """Let the detector begin work that runs off the event loop (its embedding), if it has any."""
+        start = getattr(self.detector, "start", None)
+        if start is not None and text:
+            start(text)
+
     async def classify(self, tenant: TenantSettings, text: str) -> list[Flag]:
         """The flags for one text: the offline detector, and the tenant's second opinion if any."""
         flags = await self.detector.detect(text)

@@ -21,7 +21,11 @@ class ServerThread:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+            # a request still open at shutdown is cancelled after a few seconds, so that the
+            # lifespan's shutdown (which stops the app's background loops) always runs
+            uvicorn.Config(
+                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", timeout_graceful_shutdown=5
+            )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -37,3 +41,6 @@ class ServerThread:
     def __exit__(self, *exc: Any) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+        if self.thread.is_alive():
+            # its background loops (extraction, escalation) would go on against a store other tests use
+            raise RuntimeError(f"the server on {self.url} did not stop within 30 s")

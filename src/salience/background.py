@@ -11,14 +11,18 @@ log = logging.getLogger("salience.background")
 
 
 async def cancel_task(task: asyncio.Task[None] | None) -> None:
-    """Cancel ``task`` and wait until it has stopped."""
+    """Cancel ``task`` and wait until it has stopped.
+
+    A task can lose a cancellation (Python 3.11's ``asyncio.wait_for`` drops one that lands as
+    its inner wait completes), so it is cancelled again until it is done; and the wait is
+    ``asyncio.wait``, so that the caller's own cancellation is never mistaken for the task's."""
     if task is None:
         return
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
 
 
 class Poller:
@@ -53,8 +57,9 @@ class Poller:
                 log.error("%s loop error: %s", self.name, type(exc).__name__)
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(self.poll_seconds):  # not wait_for: it can drop a cancellation
+                    await self._wake.wait()
+            except TimeoutError:
                 continue
             if self.gather_seconds:
                 await asyncio.sleep(self.gather_seconds)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from salience.memory.rows import ColumnBuffer, Rows, column_sums
+from salience.memory.rows import Rows
 from salience.memory.vectors import QUERY_LEVELS, int8_similarities, quantize
 
 
@@ -21,9 +21,8 @@ def test_int8_scores_stay_within_a_few_thousandths_of_float32_and_rank_alike():
     queries[10:] = rows[:10] + 0.3 * queries[10:]
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     codes, scales = quantize(rows)
-    columns, sums = ColumnBuffer.of(codes).array, column_sums(codes)
     for query in queries:
-        exact, approximate = rows @ query, int8_similarities(columns, sums, scales, query)
+        exact, approximate = rows @ query, int8_similarities(codes, scales, query)
         assert approximate.dtype == np.float32
         assert np.abs(approximate - exact).max() < 0.006
         best = set(np.argsort(-exact)[:20].tolist())
@@ -31,8 +30,7 @@ def test_int8_scores_stay_within_a_few_thousandths_of_float32_and_rank_alike():
 
 
 def test_the_integer_kernel_gives_the_exact_integer_dot_products():
-    # exact on every CPU: the 7-bit query, shifted to 0..128, keeps the kernel's 16-bit pair
-    # sums from saturating; the shift comes back out with each column's sum
+    # exact on every CPU (no saturating pair sums): the same scores on every machine
     rows = unit_rows(3000, seed=2)
     codes, scales = quantize(rows)
     assert np.abs(codes.astype(np.int32)).max() <= 127
@@ -41,18 +39,18 @@ def test_the_integer_kernel_gives_the_exact_integer_dot_products():
     query_codes = np.rint(query / step).astype(np.int32)
     assert np.abs(query_codes).max() <= QUERY_LEVELS
     exact_sums = codes.astype(np.int32) @ query_codes
-    # with room to grow: the columns past the memories in use are multiplied and dropped
-    buffer = ColumnBuffer.of(codes).extended(3000, np.full((500, codes.shape[1]), 127, np.int8))
-    similarity = int8_similarities(buffer.array, column_sums(codes), scales, query)
-    assert similarity.shape == (3000,)
+    similarity = int8_similarities(codes, scales, query)
+    assert similarity.shape == (3000,) and similarity.dtype == np.float32
     np.testing.assert_allclose(similarity, exact_sums * scales * np.float32(step), rtol=1e-6)
-    # the extreme codes: every pair sum at its bound, the same exact sums
-    extreme = np.where(np.arange(codes.shape[1]) % 2, 127, -127).astype(np.int8)[None, :].repeat(2, axis=0)
-    extreme[1] = 127
+    # the extreme codes: every product at its bound, alternating and all of one sign
+    extreme = np.where(np.arange(codes.shape[1]) % 2, 127, -127).astype(np.int8)[None, :].repeat(3, axis=0)
+    extreme[1], extreme[2] = 127, -127
     high = np.sign(query).astype(np.float32)  # every query code at +-64
-    expected = (extreme.astype(np.int32) @ np.rint(high / (1 / QUERY_LEVELS)).astype(np.int32)) * np.float32(1 / QUERY_LEVELS)
-    got = int8_similarities(ColumnBuffer.of(extreme).array, column_sums(extreme), np.ones(2, np.float32), high)
+    high_codes = np.rint(high * QUERY_LEVELS).astype(np.int32)
+    expected = (extreme.astype(np.int32) @ high_codes) * np.float32(1 / QUERY_LEVELS)
+    got = int8_similarities(extreme, np.ones(3, np.float32), high)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert abs(got[1]) == 127 * abs(int(high_codes.sum())) / QUERY_LEVELS
 
 
 def test_quantized_rows_take_a_quarter_of_the_memory_and_grow_like_float_rows():
@@ -66,7 +64,7 @@ def test_quantized_rows_take_a_quarter_of_the_memory_and_grow_like_float_rows():
     both = np.concatenate([first, more])
     assert np.abs(grown.scores(query) - both @ query).max() < 0.006
     assert np.abs(grown.matrix - both).max() < 0.01
-    again = int8_rows.extended(more[:3])  # the grown buffer has columns past 1000 already: copied
+    again = int8_rows.extended(more[:3])  # the grown buffer has rows past 1000 already: copied
     assert again.count == 1003 and np.array_equal(again.scores(query), grown.scores(query)[:1003])
     assert np.array_equal(grown.scores(query), Rows.of(both, quantized=True).scores(query))
     kept = np.array([0, 7, 1003])
@@ -77,11 +75,12 @@ def test_quantized_rows_take_a_quarter_of_the_memory_and_grow_like_float_rows():
     assert empty.extended(more).scores(query).shape == (10,)
 
 
-def test_without_onnx_runtime_the_rows_stay_float32_and_score_exactly(monkeypatch):
-    monkeypatch.setattr("salience.memory.rows.int8_kernel_available", lambda: False)
+def test_float32_rows_score_exactly_and_grow_in_place():
+    # the extraction worker's rows: its reinforcement threshold reads exact similarities
     rows = unit_rows(500, seed=7)
-    kept = Rows.of(rows, quantized=True)
+    kept = Rows.of(rows)
     query = unit_rows(1, seed=8)[0]
     assert not kept.quantized
     assert np.array_equal(kept.scores(query), rows @ query)
-    assert np.array_equal(kept.extended(unit_rows(3, seed=9)).matrix[:500], rows)
+    grown = kept.extended(unit_rows(3, seed=9))
+    assert np.array_equal(grown.matrix[:500], rows) and grown.count == 503 and kept.count == 500

@@ -79,3 +79,32 @@ async def test_a_failed_early_start_is_retried_by_the_caller_that_needs_the_vect
     await asyncio.sleep(0)
     vector = await shared.embed(["hello"])
     assert inner.embedded == ["<failed>", "hello"] and vector.shape == (1, 2)
+
+
+class SubmittingEmbedder(CountingEmbedder):
+    """A local model's shape: ``submit`` starts the run before anyone awaits it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.submitted: list[str] = []
+
+    def submit(self, text: str) -> asyncio.Future[np.ndarray]:
+        self.submitted.append(text)
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(np.array([float(len(text)), 1.0], dtype=np.float32))
+        return future
+
+
+async def test_start_submits_to_an_embedder_that_can_begin_at_once_and_embeds_with_any_other():
+    from salience.memory.embed import StartsEarly, SubmitsEarly
+
+    local, hosted = SubmittingEmbedder(), CountingEmbedder()
+    assert isinstance(local, SubmitsEarly) and not isinstance(hosted, SubmitsEarly)
+    for inner in (local, hosted):
+        shared = SharedEmbeddings(inner)
+        assert isinstance(shared, StartsEarly)
+        shared.start("I feel low")
+        vector = (await shared.embed(["I feel low"]))[0]
+        assert vector[0] == len("I feel low")
+    assert local.submitted == ["I feel low"] and local.embedded == []  # one run, started by start
+    assert hosted.embedded == ["I feel low"]

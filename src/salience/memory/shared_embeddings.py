@@ -16,7 +16,7 @@ from typing import Awaitable, Sequence
 
 import numpy as np
 
-from salience.memory.embed import Embedder
+from salience.memory.embed import Embedder, SubmitsEarly
 
 
 class SharedEmbeddings:
@@ -33,8 +33,8 @@ class SharedEmbeddings:
         """Begin embedding ``text`` now, in the background; ``embed`` of it waits for this run."""
         if not text or text in self._recent or self._running_here(text) is not None:
             return
-        submit = getattr(self.inner, "submit", None)  # hands the run to its thread now, if it can
-        running = self._keep(text, submit(text)) if submit is not None else self._embed_missing([text])
+        inner = self.inner
+        running = self._keep(text, inner.submit(text)) if isinstance(inner, SubmitsEarly) else self._embed_missing([text])
         task = asyncio.get_running_loop().create_task(running)
         self._running[text] = task
         task.add_done_callback(lambda done: self._finished(text, done))

@@ -31,7 +31,7 @@ import logging
 
 import numpy as np
 
-from salience.memory.embed import Embedder
+from salience.memory.embed import Embedder, StartsEarly
 from salience.memory.sentences import split_sentences
 from salience.safety.classifier import SENTENCE_SPLIT_CHARS, SafetyClassifier, Score, Thresholds
 from salience.safety.detect import (
@@ -79,9 +79,8 @@ class HybridDetector:
     def start(self, text: str) -> None:
         """Begin the text's embedding now, on its thread, when the embedder can (the request
         path's shared one): ``detect`` then reads the rules and words while it runs."""
-        start = getattr(self.embedder, "start", None)
-        if start is not None:
-            start(text)
+        if isinstance(self.embedder, StartsEarly):
+            self.embedder.start(text)
 
     async def detect(self, text: str) -> list[Flag]:
         reading = self.rules.read(text)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
+from salience.memory.embed import StartsEarly
 from salience.model import MemoryItem, Message, OutboxEvent, SafetyRecord, UserRef, stable_id
 from salience.safety.detect import Flag, RuleBasedDetector, SafetyDetector, strongest_first
 from salience.safety.escalate import escalation_for
@@ -70,9 +71,8 @@ class SafetyService:
 
     def start(self, text: str) -> None:
         """Let the detector begin work that runs off the event loop (its embedding), if it has any."""
-        start = getattr(self.detector, "start", None)
-        if start is not None and text:
-            start(text)
+        if isinstance(self.detector, StartsEarly) and text:
+            self.detector.start(text)
 
     async def classify(self, tenant: TenantSettings, text: str) -> list[Flag]:
         """The flags for one text: the offline detector, and the tenant's second opinion if any."""

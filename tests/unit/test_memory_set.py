@@ -91,8 +91,18 @@ def test_the_lexical_index_scores_exactly_as_bm25s_built_afresh_or_updated():
         assert np.array_equal(updated.scores(query), reference_scores(now, query)), query
         assert np.array_equal(index.scores(query), reference_scores(texts, query)), query  # the old one unchanged
     assert texts[7] not in updated.words  # a removed text leaves nothing behind
-    again = updated.updated(np.arange(len(now)), ["Tom visited the zebra"])
-    assert np.array_equal(again.scores("zebra"), reference_scores([*now, "Tom visited the zebra"], "zebra"))
+    before = {query: updated.scores(query) for query in QUERIES}
+    grown = [*now, "Tom visited the zebra", "A quokka smiled at Sarah"]
+    again = updated.updated(np.arange(len(now)), grown[len(now):])  # only additions: postings inserted
+    for query in [*QUERIES, "zebra", "quokka"]:
+        assert np.array_equal(again.scores(query), reference_scores(grown, query)), query
+    assert all(np.array_equal(updated.scores(query), scores) for query, scores in before.items())
+    fresh = LexicalIndex(grown)  # each word's postings as built afresh: its documents in order
+    for word, term in fresh.vocab.items():
+        postings = [index._indptr[t:t + 2] for index, t in ((again, again.vocab[word]), (fresh, term))]
+        (a, b), (c, d) = postings
+        assert np.array_equal(again._docs[a:b], fresh._docs[c:d]), word
+        assert np.array_equal(again._frequencies[a:b], fresh._frequencies[c:d]), word
     assert np.array_equal(LexicalIndex([]).updated(np.zeros(0, int), ["a cat"]).scores("cat"), np.ones(1, np.float32))
 
 

@@ -57,11 +57,12 @@ class LexicalIndex:
         index = LexicalIndex.__new__(LexicalIndex)
         kept = np.asarray(kept, dtype=np.int64)
         index.vocab = self.vocab
-        index.words = dict(self.words)
         everything = len(kept) == self.size and bool((kept == np.arange(self.size)).all())
-        if everything:
+        if everything:  # the words of texts only ever join: one dict, shared with the index before
+            index.words = self.words
             kept_texts = list(self._texts)
         else:  # texts removed: their words go too (an erased memory leaves nothing behind)
+            index.words = dict(self.words)
             kept_texts = [self._texts[i] for i in kept.tolist()]
             for text in set(self._texts) - set(kept_texts):
                 del index.words[text]
@@ -75,13 +76,17 @@ class LexicalIndex:
             np.cumsum(sizes, out=ptr[1:])
             entries = np.repeat(starts - ptr[:-1], sizes) + np.arange(ptr[-1], dtype=np.int64)
             terms, counts, lengths = self._terms[entries], self._counts[entries], self._lengths[kept]
+        grown_from = None
         if added:
             new_terms, new_counts, new_ptr, new_lengths = index._count(added)
+            if everything and self.size:
+                new_docs = np.repeat(np.arange(self.size, self.size + len(added), dtype=np.int32), np.diff(new_ptr))
+                grown_from = (self, new_terms, new_counts, new_docs)
             terms = np.concatenate([terms, new_terms])
             counts = np.concatenate([counts, new_counts])
             ptr = np.concatenate([ptr, new_ptr[1:] + ptr[-1]])
             lengths = np.concatenate([lengths, new_lengths])
-        index._assemble(len(kept) + len(added), terms, counts, ptr, lengths, kept_texts + added)
+        index._assemble(len(kept) + len(added), terms, counts, ptr, lengths, kept_texts + added, grown_from)
         return index
 
     def _learn(self, texts: list[str], known: dict[str, list[str]]) -> None:
@@ -112,9 +117,13 @@ class LexicalIndex:
         return terms.astype(np.int32), counts.astype(np.float32), ptr, lengths
 
     def _assemble(
-        self, size: int, terms: np.ndarray, counts: np.ndarray, ptr: np.ndarray, lengths: np.ndarray, texts: list[str]
+        self, size: int, terms: np.ndarray, counts: np.ndarray, ptr: np.ndarray, lengths: np.ndarray, texts: list[str],
+        grown_from: tuple["LexicalIndex", np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> None:
         """The term-major matrix of term counts queries read, and the corpus' average length.
+        ``grown_from``: the index this one only adds documents to, with the added entries (terms,
+        counts, documents): their postings are inserted into its postings instead of re-sorting
+        every entry (0.6 ms at 10k memories, on every catch-up).
 
         Weights are worked out at query time, for the query's terms only: every weight depends on
         the corpus (its size, average length and the term's document frequency), so weights kept
@@ -130,8 +139,27 @@ class LexicalIndex:
             self._frequencies = np.zeros(0, dtype=np.float32)
             return
         self._average = np.float64(int(lengths.sum())) / size
+        if grown_from is not None:
+            self._indptr, self._docs, self._frequencies = grown_from[0]._postings_with(*grown_from[1:], n_vocab)
+            return
         by_term = sparse.csr_matrix((counts, terms, ptr), shape=(size, n_vocab)).tocsc()
         self._indptr, self._docs, self._frequencies = by_term.indptr, by_term.indices, by_term.data
+
+    def _postings_with(
+        self, terms: np.ndarray, counts: np.ndarray, docs: np.ndarray, n_vocab: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """This index's postings with entries of documents numbered after all of its own: each
+        goes at the end of its term's postings, so every term's documents stay in order, as
+        a term-major matrix built afresh has them."""
+        indptr = self._indptr
+        if len(indptr) <= n_vocab:  # words learnt since: no postings before
+            indptr = np.concatenate([indptr, np.full(n_vocab + 1 - len(indptr), indptr[-1], dtype=indptr.dtype)])
+        order = np.argsort(terms, kind="stable")  # by term, each term's entries still in document order
+        at = indptr[terms[order] + 1]
+        added = np.zeros(n_vocab + 1, dtype=np.int64)
+        np.cumsum(np.bincount(terms, minlength=n_vocab), out=added[1:])
+        return (indptr + added, np.insert(self._docs, at, docs[order]),
+                np.insert(self._frequencies, at, counts[order]))
 
     def _weights(self, term: int) -> tuple[np.ndarray, np.ndarray]:
         """The documents holding ``term`` and its BM25 weight in each, in ``bm25s``' arithmetic

@@ -98,17 +98,29 @@ class MemorySet:
             return "unranked"
         return "pinned" if any(m.id == memory_id for m in self.pinned_items) else None
 
-    def _group(self, joining: list[MemoryItem], groups: np.ndarray, codes: np.ndarray, session_ids: np.ndarray) -> None:
+    def _group(
+        self, joining: list[MemoryItem], groups: np.ndarray, codes: np.ndarray, session_ids: np.ndarray,
+        before: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         """Number the messages and sessions of ``joining`` after those of the memories before
-        them (``groups``, ``codes``, ``session_ids``), in order of first appearance, as a build
-        from scratch numbers them."""
+        them (``groups``, ``codes``, ``session_ids``, and ``before``, their order by message and
+        where each message starts), in order of first appearance, as a build from scratch
+        numbers them."""
         first_sources = [m.sources[0] if m.sources else m.id for m in joining]
-        new_groups = [self._groups.setdefault(source, len(self._groups)) for source in first_sources]
-        self.message_group = np.concatenate([groups, np.array(new_groups, dtype=np.int64)])
+        groups_before = len(self._groups)
+        new_groups = np.array([self._groups.setdefault(source, len(self._groups)) for source in first_sources], dtype=np.int64)
+        self.message_group = np.concatenate([groups, new_groups])
         self.group_count = len(self._groups)
         # memories sorted by message, and where each message's run starts: one reduceat per query
-        self._by_group = np.argsort(self.message_group, kind="stable")
-        self._group_starts = np.searchsorted(self.message_group[self._by_group], np.arange(self.group_count))
+        if before is not None and (new_groups >= groups_before).all():  # new messages only: they sort last
+            by_group, starts = before
+            joined = np.argsort(new_groups, kind="stable")
+            self._by_group = np.concatenate([by_group, len(groups) + joined])
+            self._group_starts = np.concatenate([starts, len(groups) + np.searchsorted(
+                new_groups[joined], np.arange(groups_before, self.group_count))])
+        else:
+            self._by_group = np.argsort(self.message_group, kind="stable")
+            self._group_starts = np.searchsorted(self.message_group[self._by_group], np.arange(self.group_count))
         new_sessions = [m.session_id or "" for m in joining]
         self.session_ids = np.concatenate([session_ids, np.array(new_sessions, dtype=object)])
         new_codes = [self._sessions.setdefault(session, len(self._sessions)) for session in new_sessions]
@@ -182,7 +194,7 @@ class MemorySet:
         else:
             new.speakers = self.speakers | {m.speaker for m in joining}
             new._groups, new._sessions = dict(self._groups), dict(self._sessions)
-            new._group(joining, self.message_group, self.session_codes, self.session_ids)
+            new._group(joining, self.message_group, self.session_codes, self.session_ids, (self._by_group, self._group_starts))
         # what was worked out for unchanged memories still holds, at their new positions
         if removed:
             moved = np.full(count, -1, dtype=np.int64)

@@ -108,7 +108,9 @@ class MemorySet:
         numbers them."""
         first_sources = [m.sources[0] if m.sources else m.id for m in joining]
         groups_before = len(self._groups)
-        new_groups = np.array([self._groups.setdefault(source, len(self._groups)) for source in first_sources], dtype=np.int64)
+        new_groups = np.array(
+            [self._groups.setdefault(source, len(self._groups)) for source in first_sources], dtype=np.int64
+        )
         self.message_group = np.concatenate([groups, new_groups])
         self.group_count = len(self._groups)
         # memories sorted by message, and where each message's run starts: one reduceat per query
@@ -194,7 +196,9 @@ class MemorySet:
         else:
             new.speakers = self.speakers | {m.speaker for m in joining}
             new._groups, new._sessions = dict(self._groups), dict(self._sessions)
-            new._group(joining, self.message_group, self.session_codes, self.session_ids, (self._by_group, self._group_starts))
+            new._group(
+                joining, self.message_group, self.session_codes, self.session_ids, (self._by_group, self._group_starts)
+            )
         # what was worked out for unchanged memories still holds, at their new positions
         if removed:
             moved = np.full(count, -1, dtype=np.int64)

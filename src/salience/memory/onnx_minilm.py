@@ -25,6 +25,12 @@ enough to flip the safety classifier's decision on about 1 message in 100 near i
 With weights in [-64, 64] a pair sum is at most 2 x 255 x 64 = 32,640 < 32,767: every integer
 kernel gives the exact sums. Measured on an AVX2 machine: the same time per query, the same
 cosine with the float vectors (0.991 mean against 0.991 saturating).
+
+The int8 graph is then given constant reshapes (``with_constant_reshapes``): the export
+computes the target shape of every attention reshape at run time (Shape, Gather, Unsqueeze,
+Concat: about 130 of the graph's 311 kernels a run), where ONNX's own "copy this dimension"
+(0) and "infer this one" (-1) say the same with a constant. The vectors are the same to the
+bit (checked when the graph is made, and by a test); a short query runs 8-9% faster.
 """
 
 from __future__ import annotations
@@ -68,6 +74,89 @@ def onnx_path(source: Path) -> Path:
 def quantized_path(source: Path) -> Path:
     float_path = onnx_path(source)
     return float_path.with_name(float_path.stem + "-int8-per-channel-7bit.onnx")
+
+
+def constant_reshapes_path(source: Path) -> Path:
+    quantized = quantized_path(source)
+    return quantized.with_name(quantized.stem + "-constant-reshapes.onnx")
+
+
+def with_constant_reshapes(graph_path: Path, target: Path) -> bool:
+    """Write ``graph_path`` with each computed reshape target made a constant (0: keep the
+    input's dimension, -1: the one left), and what only computed those shapes removed. The
+    constants are read off the graph itself, run at two batch and text sizes; a reshape they do
+    not describe stays as it is. The result must give the same outputs to the bit at other
+    sizes, else nothing is written and False is returned (the caller keeps ``graph_path``)."""
+    import onnx
+    import onnxruntime
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(graph_path))
+    graph = model.graph
+    constant = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    computed = [n for n in graph.node if n.op_type == "Reshape" and n.input[1] not in constant]
+    types = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for node in computed:  # read each reshape's data and target shape as outputs
+        probe.graph.output.append(helper.make_tensor_value_info(node.input[1], onnx.TensorProto.INT64, None))
+        probe.graph.output.append(helper.make_tensor_value_info(node.input[0], types[node.input[0]], None))
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    runs = [dict(zip(names, session.run(None, _dummy_inputs(batch, tokens)))) for batch, tokens in ((1, 7), (3, 13))]
+    for node in computed:
+        shapes, data = [run[node.input[1]] for run in runs], [run[node.input[0]].shape for run in runs]
+        spec = [
+            0 if all(i < len(d) and s[i] == d[i] for s, d in zip(shapes, data))
+            else int(shapes[0][i]) if shapes[0][i] == shapes[1][i] else -1
+            for i in range(len(shapes[0]))
+        ]
+        if spec.count(-1) > 1:
+            continue  # not describable by a constant: left computed
+        graph.initializer.append(numpy_helper.from_array(np.array(spec, dtype=np.int64), node.name + "/constant_shape"))
+        node.input[1] = node.name + "/constant_shape"
+    needed, kept = {o.name for o in graph.output}, []
+    for node in reversed(list(graph.node)):  # drop what no output depends on any more
+        if any(output in needed for output in node.output):
+            kept.append(node)
+            needed.update(name for name in node.input if name)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    if not _same_outputs(graph_path, model.SerializeToString()):
+        return False
+    _write_atomically(target, model.SerializeToString())
+    return True
+
+
+def _dummy_inputs(batch: int, tokens: int) -> dict[str, np.ndarray]:
+    ids = np.random.default_rng(batch * 1000 + tokens).integers(1000, 30000, (batch, tokens))
+    mask = np.ones((batch, tokens), dtype=np.int64)
+    mask[1:, tokens // 2:] = 0  # padded rows, as in a batch of texts of different lengths
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros((batch, tokens), dtype=np.int64)}
+
+
+def _same_outputs(graph_path: Path, rewritten: bytes) -> bool:
+    import onnxruntime
+
+    before = onnxruntime.InferenceSession(str(graph_path), providers=["CPUExecutionProvider"])
+    after = onnxruntime.InferenceSession(rewritten, providers=["CPUExecutionProvider"])
+    return all(
+        np.array_equal(before.run(None, feeds)[0], after.run(None, feeds)[0])
+        for feeds in (_dummy_inputs(batch, tokens) for batch, tokens in ((1, 1), (1, 30), (2, 5), (4, 64), (1, 256)))
+    )
+
+
+def _write_atomically(target: Path, content: bytes) -> None:
+    handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(content)
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
 
 
 def quantize_onnx(float_path: Path, target: Path) -> None:
@@ -158,6 +247,9 @@ class OnnxMiniLM:
             float_path, path = path, quantized_path(source)
             if not path.exists():
                 quantize_onnx(float_path, path)
+            faster = constant_reshapes_path(source)
+            if faster.exists() or with_constant_reshapes(path, faster):
+                path = faster
         max_tokens = json.loads((source / "sentence_bert_config.json").read_text())["max_seq_length"]
         self.tokenizer = Tokenizer.from_file(str(source / "tokenizer.json"))
         # tokenizer.json ships fixed 128-token padding; sentence-transformers pads to the
@@ -169,6 +261,7 @@ class OnnxMiniLM:
         # meanwhile (memory off: 0.9 ms more per reply, docs/performance.md); float batches gain.
         options = serving_session_options(threads or (1 if quantized else min(2, os.cpu_count() or 1)))
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.graph_path = path
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._lock = threading.Lock()  # the tokenizer's padding state is shared
 

@@ -115,15 +115,17 @@ async def test_a_started_query_is_embedded_while_the_event_loop_is_still_busy(
 ):
     """``start`` hands the run to its thread at once: the model works while the request path
     goes on with the rules and the store on the event loop, not from the loop's next turn."""
+    embedder.load()
+    assert embedder._model.runs_async  # on ONNX Runtime's own thread: no Python thread to wake
     embedded = threading.Event()
-    encode = embedder._encode
+    pooled = embedder._model._pooled
 
-    def encode_and_tell(texts: list[str]) -> np.ndarray:
-        vectors = encode(texts)
+    def pool_and_tell(hidden: np.ndarray, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        vectors = pooled(hidden, feeds)
         embedded.set()
         return vectors
 
-    monkeypatch.setattr(embedder, "_encode", encode_and_tell)
+    monkeypatch.setattr(embedder._model, "_pooled", pool_and_tell)
     shared = SharedEmbeddings(embedder)
     query = "What did my sister say about the new treatment, the one from last week?"
     shared.start(query)

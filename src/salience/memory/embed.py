@@ -167,7 +167,19 @@ class LocalMiniLMEmbedder:
     def _run_waiting(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._waiting = self._waiting[: self.batch_size], self._waiting[self.batch_size:]
         texts = list(dict.fromkeys(text for text, _ in batch))
-        self._in_flight = loop.run_in_executor(None, self._encode_one_run, texts)
+        if len(texts) == 1 and getattr(self._model, "runs_async", False):
+            run: asyncio.Future[np.ndarray] = loop.create_future()
+
+            def done(vectors: np.ndarray | None, error: BaseException | None) -> None:
+                try:
+                    loop.call_soon_threadsafe(_settle, run, vectors, error)
+                except RuntimeError:
+                    pass  # the loop is closed: nobody waits any more
+
+            self._model.encode_one_async(texts[0], done)
+            self._in_flight = run
+        else:
+            self._in_flight = loop.run_in_executor(None, self._encode_one_run, texts)
         self._in_flight.add_done_callback(lambda run: self._hand_out(loop, batch, texts, run))
 
     def _encode_one_run(self, texts: list[str]) -> np.ndarray:
@@ -194,6 +206,15 @@ class LocalMiniLMEmbedder:
                 future.cancel()
         if self._waiting and self._batch_loop is loop and not loop.is_closed():
             self._run_waiting(loop)
+
+
+def _settle(run: "asyncio.Future[np.ndarray]", vectors: np.ndarray | None, error: BaseException | None) -> None:
+    if run.done():
+        return
+    if error is not None:
+        run.set_exception(error)
+    else:
+        run.set_result(vectors)
 
 
 def _onnxruntime_installed() -> bool:

@@ -86,6 +86,9 @@ def worker(
     commits_fd: Optional[int] = typer.Option(
         None, "--commits-fd", hidden=True, help="started by serve: name the users of each committed batch on this fd"
     ),
+    replies_fd: Optional[int] = typer.Option(
+        None, "--replies-fd", hidden=True, help="started by serve: its count of replies being prepared (a shared page)"
+    ),
 ) -> None:
     """Run only the extraction worker: drain the queue of exchanges into memories.
 
@@ -97,7 +100,7 @@ def worker(
     settings = _load(config)
     logging.basicConfig(level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     one_blas_thread()
-    asyncio.run(run_worker(settings, supervised_by, commits_fd))
+    asyncio.run(run_worker(settings, supervised_by, commits_fd, replies_fd))
 
 
 @app.command("import")

@@ -1,7 +1,7 @@
 """The request path of a chat completion, top to bottom in one place:
 
-    identify -> screen -> recall -> inject -> upstream -> respond -> enqueue extraction
-    (and, when the message was flagged, wake the escalation sender)
+    identify -> screen -> recall -> inject (``prepare``) -> upstream -> respond
+    -> enqueue extraction (and, when the message was flagged, wake the escalation sender)
 
 Everything that makes the reply slower lives here where it can be seen; everything that
 can wait (extraction, webhook delivery) happens after the last byte has left. When the
@@ -48,15 +48,31 @@ class Identity:
     request_id: str = field(default_factory=lambda: new_id("req"))  # names this request in the audit log
 
 
+@dataclass
+class Prepared:
+    """What goes upstream, the headers the reply gets, and what runs after its last byte."""
+
+    body: dict[str, Any]
+    headers: dict[str, str]
+    after: Callable[[str], Awaitable[None]]
+
+
 async def chat_completion(request: Request, tenant: TenantSettings, body: dict[str, Any]) -> Response:
     services: Services = request.app.state.services
-    upstream = services.upstreams[tenant.id]
-    streaming = bool(body.get("stream"))
+    # identify -> screen -> recall -> inject, counted as a reply being prepared: the extraction
+    # worker holds back meanwhile (reply_gauge.py)
+    with services.replies.preparing():
+        prepared = await prepare(request, services, tenant, body)
+    # upstream -> respond -> (after the last byte) enqueue extraction, wake the escalation sender
+    return await respond(services.upstreams[tenant.id], prepared.body, bool(body.get("stream")), prepared.headers,
+                         prepared.after)
 
+
+async def prepare(request: Request, services: Services, tenant: TenantSettings, body: dict[str, Any]) -> Prepared:
     # identify
     user = user_of(request, tenant, body)
     if user is None:
-        return await forward_unremembered(services, tenant, upstream, body, streaming, "off")
+        return await unremembered(services, tenant, body, "off")
     requested_session = request.headers.get(SESSION_HEADER) or None
 
     # Screening and recall both read the embedding of the latest user message: it is
@@ -104,9 +120,9 @@ async def chat_completion(request: Request, tenant: TenantSettings, body: dict[s
         async def spool_later(reply_text: str) -> None:
             await spool_exchange(services, degraded, body["messages"], reply_text)
 
-        return await forward_unremembered(services, tenant, upstream, body, streaming, "degraded", spool_later)
+        return await unremembered(services, tenant, body, "degraded", spool_later)
 
-    # upstream -> respond -> enqueue extraction, wake the escalation sender (after the last byte)
+    # after the last byte: the audit log, extraction, the escalation sender
     async def after_reply(reply_text: str) -> None:
         if recall.ids:  # the audit log: which memories this request injected (ids only)
             await services.auditor.record_quietly(tenant.id, user.user, "recall.inject", recall.ids, identity.request_id)
@@ -114,7 +130,7 @@ async def chat_completion(request: Request, tenant: TenantSettings, body: dict[s
         if screening.flags:  # only a flagged message queues an event; the sender's poll finds retries
             services.escalations.notify()
 
-    return await respond(upstream, upstream_body, streaming, headers, after_reply)
+    return Prepared(upstream_body, headers, after_reply)
 
 
 async def respond(
@@ -174,15 +190,13 @@ async def identify(services: Services, tenant: TenantSettings, user: UserRef, re
     return Identity(user, session_id, now)
 
 
-async def forward_unremembered(
+async def unremembered(
     services: Services,
     tenant: TenantSettings,
-    upstream: Any,
     body: dict[str, Any],
-    streaming: bool,
     memory_state: str,
     after: Callable[[str], Awaitable[None]] | None = None,
-) -> Response:
+) -> Prepared:
     """No memory read (no user, or the store is down), but a crisis still gets guidance and
     resources: the latest user message is screened without storing anything."""
     headers = {"X-Salience-Memory": memory_state}
@@ -194,7 +208,7 @@ async def forward_unremembered(
         body = {**body, "messages": inject_context(body["messages"], render_context([], note))}
     if tenant.debug_headers:
         headers["X-Salience-Safety"] = screening.header
-    return await respond(upstream, body, streaming, headers, after or _nothing_after)
+    return Prepared(body, headers, after or _nothing_after)
 
 
 async def _nothing_after(reply_text: str) -> None:

@@ -26,6 +26,7 @@ from salience.store.base import Store, StoreUnavailable, open_store
 from salience.store.routed import RoutedStore
 from salience.upstream import Upstream, build_upstream
 from salience.worker import ExtractionWorker
+from salience.reply_gauge import ReplyGauge
 from salience.worker_process import ExtractionProcess
 
 log = logging.getLogger("salience")
@@ -85,6 +86,8 @@ class Services:
     escalations: EscalationSender
     auditor: Auditor
     retention: RetentionSweeper
+    # the replies being prepared, which the extraction worker holds back for (reply_gauge.py)
+    replies: ReplyGauge
     # extraction in a child process (``extraction.process: separate``), set by ``start``
     extraction_process: ExtractionProcess | None = None
     # who hears of each committed extraction job: this process's recall caches by default; in
@@ -104,8 +107,11 @@ class Services:
         embedder: Embedder | None = None,
         extractor: Extractor | None = None,
         upstreams: dict[str, Upstream] | None = None,
+        replies: ReplyGauge | None = None,
     ) -> "Services":
+        """``replies``: the serving process's gauge, in the worker process it starts; else a new one."""
         store = store or open_region_stores(config)
+        replies = replies or ReplyGauge()
         # one embedding of a message for safety screening and recall (see shared_embeddings.py)
         embedder = SharedEmbeddings(embedder or build_embedder(config.server.embedder))
         detector = build_detector(embedder)
@@ -122,7 +128,7 @@ class Services:
             recaller=recaller,
             worker=ExtractionWorker(
                 store, extractor, embedder, lease=timedelta(seconds=config.server.extraction.lease_seconds),
-                gather_seconds=config.server.extraction.gather_seconds,
+                gather_seconds=config.server.extraction.gather_seconds, hold_back=replies.hold_back,
             ),
             upstreams=upstreams,
             tenants=TenantDirectory(config.tenants),
@@ -134,6 +140,7 @@ class Services:
             retention=RetentionSweeper(
                 lambda tenant: store, config.tenants, auditor, recaller.forget, config.server.retention_poll_seconds
             ),
+            replies=replies,
         )
         services.wire_commits()
         return services
@@ -178,6 +185,7 @@ class Services:
                 if extraction_process is not None:
                     self.extraction_process = extraction_process
                     extraction_process.on_commit = self.recaller.refresh
+                    extraction_process.replies_fd = self.replies.fd
                     self.worker.elsewhere = extraction_process.notify
                     extraction_process.start()
                 else:
@@ -196,3 +204,4 @@ class Services:
         for upstream in self.upstreams.values():
             await upstream.aclose()
         await self.store.close()
+        self.replies.close()

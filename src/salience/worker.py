@@ -43,8 +43,12 @@ class ExtractionWorker:
         batch: int = 8,
         lease: timedelta = LEASE,
         gather_seconds: float = 0.0,
+        hold_back: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``hold_back``: awaited before each step of a job; waits while the serving process
+        prepares replies (``ReplyGauge.hold_back``)."""
         self.store = store
+        self.hold_back = hold_back or _go_on
         self.lease = lease
         self.extractor = extractor
         self.embedder = embedder
@@ -70,6 +74,7 @@ class ExtractionWorker:
         extracted again. Entities and arc signals are written before the commit (they are
         keyed by stable ids, so a job that runs again rewrites the same rows)."""
         memories = None
+        await self.hold_back()
         if getattr(self.extractor, "uses_known_memories", False):
             memories = await self.memories.get(job.user)
             fresh = [m for m in job.messages if m.id not in memories.counted_sources()]
@@ -84,6 +89,7 @@ class ExtractionWorker:
             # extracting only the others.
             candidates = await self.extractor.extract(job.messages) if job.messages else []
             if candidates:
+                await self.hold_back()
                 memories = await self.memories.get(job.user)
                 counted = memories.counted_sources()
                 candidates = [c for c in candidates if not set(c.sources) <= counted]
@@ -92,6 +98,7 @@ class ExtractionWorker:
         added: list[MemoryItem] = []
         reinforced: list[MemoryItem] = []
         if additions and memories is not None:
+            await self.hold_back()
             embeddings = await self.embedder.embed([c.text for c in additions])
             added, reinforced = consolidate(job.user, additions, embeddings, memories.items, memories.matrix)
         for edit in edits:  # the LLM extractor's UPDATE / DELETE of a memory it was shown
@@ -99,6 +106,7 @@ class ExtractionWorker:
             if target is not None and edit.action == "update":
                 vector = (await self.embedder.embed([edit.text]))[0]
                 added.append(replacement(job.user, edit, target, vector))
+        await self.hold_back()
         await update_person_model(self.store, job.user, job.messages, added, self._flagged)
         for edit in edits:
             if memories is not None and memories.item(edit.target) is not None:
@@ -157,3 +165,7 @@ class ExtractionWorker:
 
     async def stop(self) -> None:
         await self._poller.stop()
+
+
+async def _go_on() -> None:
+    return None

@@ -64,6 +64,7 @@ class ExtractionProcess:
         self.argv = argv
         self.restarts = 0
         self.on_commit: Callable[[UserRef], None] | None = None  # a job of this user was committed
+        self.replies_fd: int | None = None  # the serving process's ReplyGauge, handed to each child
         self._process: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -100,9 +101,10 @@ class ExtractionProcess:
             listening = None
             try:
                 # its own session: a Ctrl-C in the terminal reaches serve, which stops it in order
+                gauge = ("--replies-fd", str(self.replies_fd)) if self.replies_fd is not None else ()
                 self._process = await asyncio.create_subprocess_exec(
-                    *self.argv, "--commits-fd", str(commits_write), stdin=asyncio.subprocess.PIPE,
-                    start_new_session=True, pass_fds=(commits_write,),
+                    *self.argv, "--commits-fd", str(commits_write), *gauge, stdin=asyncio.subprocess.PIPE,
+                    start_new_session=True, pass_fds=(commits_write, *((self.replies_fd,) if gauge else ())),
                 )
                 os.close(commits_write)
                 commits_write = -1
@@ -160,10 +162,15 @@ class ExtractionProcess:
         self._process = None
 
 
-async def run_worker(config: Config, supervised_by: int | None = None, commits_fd: int | None = None) -> None:
+async def run_worker(
+    config: Config, supervised_by: int | None = None, commits_fd: int | None = None, replies_fd: int | None = None
+) -> None:
     """The body of ``salience worker``: the extraction worker alone, until SIGTERM / SIGINT,
     or (``supervised_by`` the serving process's pid) until the process that started it is gone.
-    ``commits_fd``: where to name each user whose job was committed (the serving process)."""
+    ``commits_fd``: where to name each user whose job was committed (the serving process).
+    ``replies_fd``: the serving process's ``ReplyGauge``, to hold back for its replies."""
+    from salience.reply_gauge import ReplyGauge
+
     from salience.memory.embed import build_embedder
     from salience.services import Services
 
@@ -171,7 +178,7 @@ async def run_worker(config: Config, supervised_by: int | None = None, commits_f
     if supervised_by is not None:  # beside a serving process: background work, one core at most
         lower_priority()
         embedder = build_embedder(config.server.embedder, threads=1)
-    services = Services.build(config, embedder=embedder)
+    services = Services.build(config, embedder=embedder, replies=ReplyGauge(replies_fd) if replies_fd is not None else None)
     if commits_fd is not None:
         services.announce_commit = commit_announcer(commits_fd)
     await services.start(run_worker=False)

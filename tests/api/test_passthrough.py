@@ -247,3 +247,32 @@ async def test_a_blank_user_header_does_not_hide_the_body_user_and_long_ids_are_
         with pytest.raises(openai.BadRequestError) as caught:
             await client.chat.completions.create(model="fake-model", messages=MESSAGES, user="u" * 300)
     assert caught.value.body["param"] == "user"
+
+
+async def test_a_reply_counts_as_being_prepared_until_it_goes_upstream(make_proxy, upstream):
+    """The extraction worker holds back while replies are prepared (reply_gauge.py): a reply
+    counts from its request until its upstream call, with memory and without, and not after."""
+    proxy = make_proxy(upstream)
+    services = proxy.services
+    seen: list[tuple[str, int]] = []
+    recall, classify, relay = services.recaller.recall, services.safety.classify, services.upstreams["demo"]
+    complete = relay.complete
+
+    async def recording_recall(*args, **kwargs):
+        seen.append(("recall", services.replies.replies_preparing))
+        return await recall(*args, **kwargs)
+
+    async def recording_classify(*args, **kwargs):
+        seen.append(("screening", services.replies.replies_preparing))
+        return await classify(*args, **kwargs)
+
+    async def recording_complete(body):
+        seen.append(("upstream", services.replies.replies_preparing))
+        return await complete(body)
+
+    services.recaller.recall, services.safety.classify, relay.complete = recording_recall, recording_classify, recording_complete
+    async with proxy.client() as client:
+        await client.chat.completions.create(model="fake-model", messages=MESSAGES, extra_headers={"X-Salience-User": "u1"})
+        await client.chat.completions.create(model="fake-model", messages=MESSAGES)  # no user: no memory
+    assert seen == [("recall", 1), ("screening", 1), ("upstream", 0), ("screening", 1), ("upstream", 0)]
+    assert services.replies.replies_preparing == 0

@@ -77,3 +77,34 @@ async def test_without_a_gathering_pause_each_nudge_is_served_at_once(tmp_path: 
             await queue_turn(store, worker, user, text)
             await extracted(store)
         assert announced == [[user], [user]]
+
+
+async def test_the_worker_holds_back_before_each_step_while_replies_are_prepared(
+    tmp_path: Path, embedder: LocalMiniLMEmbedder
+):
+    """A job waits for the replies being prepared (reply_gauge.py) before it extracts, reads the
+    user's memories, embeds and writes: its memories are still committed."""
+    from salience.reply_gauge import ReplyGauge
+
+    store = open_store(f"sqlite:///{tmp_path / 'held.db'}")
+    await store.open()
+    gauge = ReplyGauge()
+    steps: list[int] = []
+
+    async def hold_back() -> None:
+        steps.append(gauge.replies_preparing)
+        await gauge.hold_back()
+
+    worker = ExtractionWorker(store, SelfDisclosureExtractor(), embedder, hold_back=hold_back)
+    user, text = UserRef("t", "cyd"), "I adopted a grey cat called Pebble in 2024."
+    now = utcnow()
+    await store.enqueue_extraction(extraction_job(user, "s", exchange_messages(user, "s", now, [Turn(0, "user", text)])), now)
+    try:
+        with gauge.preparing():
+            started = time.monotonic()
+            await worker.run_once()
+            assert time.monotonic() - started >= 0.001  # it did hold back for the reply
+        assert steps == [1, 1, 1, 1]  # extract, memories, embed, person model
+        assert [m.text for m in await store.load_memories(user)] == [text]
+    finally:
+        await store.close()

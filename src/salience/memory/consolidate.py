@@ -24,17 +24,25 @@ def consolidate(
     known_matrix: np.ndarray,
 ) -> tuple[list[MemoryItem], list[MemoryItem]]:
     """Split candidates into new memories and reinforcements of the ``known`` ones (the user's
-    ranked memories, ``known_matrix`` their embeddings, one row each)."""
-    known = list(known)
-    known_matrix = known_matrix.reshape(len(known), embeddings.shape[1]) if known else np.zeros((0, embeddings.shape[1]))
+    ranked memories, ``known_matrix`` their embeddings, one row each). A candidate is compared
+    with the known memories and with the candidates added before it.
+
+    All candidates are compared with the known memories in one product, which reads the matrix
+    once (at 10k memories it is 15 MB; it used to be read, and copied to append each addition,
+    once per candidate)."""
+    dim = embeddings.shape[1] if embeddings.ndim == 2 else 0
+    known_matrix = known_matrix.reshape(len(known), dim) if known else np.zeros((0, dim), dtype=np.float32)
+    with_known = known_matrix @ np.asarray(embeddings).T if known else None  # (known, candidates)
     added: list[MemoryItem] = []
+    added_vectors: list[np.ndarray] = []
     reinforced: dict[str, MemoryItem] = {}
 
-    for candidate, vector in zip(candidates, embeddings):
+    for number, (candidate, vector) in enumerate(zip(candidates, embeddings)):
         memory_id = stable_id("mem", user.tenant, user.user, *candidate.sources, candidate.text)
-        match = _most_similar(vector, known_matrix)
+        match = _most_similar(None if with_known is None else with_known[:, number], added_vectors, vector)
         if match is not None:
-            target = reinforced.get(known[match].id, known[match])
+            matched = known[match] if match < len(known) else added[match - len(known)]
+            target = reinforced.get(matched.id, matched)
             if memory_id in target.sources or set(candidate.sources) <= set(target.sources):
                 continue  # this very message already counted
             reinforced[target.id] = replace(
@@ -58,15 +66,19 @@ def consolidate(
             embedding=vector,
         )
         added.append(item)
-        known.append(item)
-        known_matrix = np.vstack([known_matrix, vector[None, :]])
+        added_vectors.append(vector)
     return added, list(reinforced.values())
 
 
-def _most_similar(vector: np.ndarray, matrix: np.ndarray) -> int | None:
-    if matrix.shape[0] == 0:
+def _most_similar(with_known: np.ndarray | None, added: list[np.ndarray], vector: np.ndarray) -> int | None:
+    """The position of the most similar memory among the known ones, then those added so far
+    (the first of equals), if it is similar enough."""
+    scores = [] if with_known is None else [with_known]
+    if added:
+        scores.append(similarities(np.stack(added), vector))
+    if not scores:
         return None
-    similarity = similarities(matrix, vector)
+    similarity = np.concatenate(scores)
     best = int(np.argmax(similarity))
     return best if similarity[best] >= SAME_MEMORY_SIMILARITY else None
 

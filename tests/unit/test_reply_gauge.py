@@ -1,0 +1,61 @@
+"""The serving process counts the replies it prepares; the extraction worker holds back for them,
+but never for longer than it has worked, and a worker process sees the serving process's count."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+from salience.reply_gauge import LONGEST_WAIT, ReplyGauge
+
+
+async def timed_hold_back(gauge: ReplyGauge) -> float:
+    started = time.monotonic()
+    await gauge.hold_back()
+    return time.monotonic() - started
+
+
+async def test_the_worker_holds_back_while_a_reply_is_prepared_at_most_as_long_as_it_worked():
+    gauge = ReplyGauge()
+    assert await timed_hold_back(gauge) < 0.01  # no reply being prepared: no wait at all
+    await asyncio.sleep(0.03)  # the worker works for 30 ms
+    with gauge.preparing():
+        assert gauge.replies_preparing == 1
+        waited = await timed_hold_back(gauge)
+        assert 0.025 <= waited < LONGEST_WAIT  # as long as it worked, not as long as the reply takes
+        assert await timed_hold_back(gauge) < 0.01  # nothing worked since: it goes on at once
+    assert gauge.replies_preparing == 0
+
+
+async def test_the_worker_goes_on_as_soon_as_the_replies_have_gone_upstream():
+    gauge = ReplyGauge()
+    await asyncio.sleep(LONGEST_WAIT)  # plenty of allowance
+
+    async def prepare_a_reply() -> None:
+        with gauge.preparing():
+            await asyncio.sleep(0.015)
+
+    preparing = asyncio.ensure_future(prepare_a_reply())
+    await asyncio.sleep(0)
+    waited = await timed_hold_back(gauge)
+    await preparing
+    assert 0.01 <= waited < 0.035
+
+
+def test_a_worker_process_sees_the_count_of_the_serving_process():
+    gauge = ReplyGauge()
+    read = (
+        "import sys; from salience.reply_gauge import ReplyGauge; "
+        f"print(ReplyGauge({gauge.fd}).replies_preparing)"
+    )
+
+    def child_reads() -> str:
+        return subprocess.run([sys.executable, "-c", read], pass_fds=(gauge.fd,), capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    with gauge.preparing(), gauge.preparing():
+        assert child_reads() == "2"
+    assert child_reads() == "0"
+    gauge.close()

@@ -80,8 +80,7 @@ class ExtractionSettings(_Strict):
     # "inline" in the serving process itself
     process: Literal["inline", "separate"] = "separate"
     # After a turn is queued the worker waits this long before it claims, so that the turns
-    # queued meanwhile are extracted as one batch: the serving process then brings each user's
-    # memory up to date once per batch instead of once per turn (docs/performance.md).
+    # queued meanwhile are claimed and extracted as one batch (docs/performance.md).
     gather_seconds: float = Field(0.3, ge=0, le=10)
 
 

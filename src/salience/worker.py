@@ -59,8 +59,9 @@ class ExtractionWorker:
         self.batch = batch
         # Told of every job committed (the audit log); set by ``Services``.
         self.on_commit: Callable[[ExtractionJob, list[MemoryItem], list[MemoryItem]], Awaitable[None]] | None = None
-        # Told once per batch of each user some job was committed for (the serving process's
-        # caches catch up once for the batch, not once per turn); set by ``Services``.
+        # Told of the user of each job as it is committed (the serving process's caches catch up
+        # in the background then, rather than in a reply that comes while the batch is still
+        # being committed); set by ``Services``.
         self.on_users_committed: Callable[[list[UserRef]], None] | None = None
         self._detector = RuleBasedDetector()  # arc signals: which messages came close to a crisis
         self._poller = Poller("salience-extraction-worker", self.run_once, poll_seconds, gather_seconds)
@@ -131,11 +132,11 @@ class ExtractionWorker:
     async def run_once(self) -> int:
         """Claim and process the jobs that are due now; returns how many were claimed."""
         jobs = await self.store.claim_extraction_jobs(self.batch, utcnow(), self.lease)
-        committed: dict[UserRef, None] = {}  # in order of first commit
         for job in jobs:
             try:
                 await self.process(job)
-                committed[job.user] = None
+                if self.on_users_committed is not None:
+                    self.on_users_committed([job.user])
             except Exception as exc:  # one bad job must not stop the queue
                 give_up = job.attempts >= MAX_ATTEMPTS
                 retry_at = None if give_up else utcnow() + timedelta(seconds=2**job.attempts)
@@ -144,8 +145,6 @@ class ExtractionWorker:
                     job.id, job.attempts, "giving up" if give_up else "will retry", type(exc).__name__,
                 )
                 await self.store.retry_extraction(job.id, f"{type(exc).__name__}: {exc}", retry_at)
-        if committed and self.on_users_committed is not None:
-            self.on_users_committed(list(committed))
         return len(jobs)
 
     def notify(self) -> None:

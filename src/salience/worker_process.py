@@ -12,10 +12,12 @@ The child's stdin is a pipe from the serving process:
   - end of file means the serving process is gone (even SIGKILLed): the worker stops, and any
     job it held is taken over when its lease runs out, as after any crash.
 The child writes back on a second pipe (``--commits-fd``): one line, the tenant and user ids,
-per user some job was committed for, once per batch. The serving process then brings that
-user's memory set and person model up to date in the background (``Recaller.refresh``), while
-it is otherwise waiting for an upstream, instead of in the user's next reply. A line lost (a full pipe) only leaves that work
-to the next reply, as before.
+for each job as it is committed. The serving process then brings that user's memory set and
+person model up to date in the background (``Recaller.refresh``), while it is otherwise waiting
+for an upstream, instead of in the user's next reply. A line lost (a full pipe) only leaves that
+work to the next reply, as before.
+A third descriptor (``--replies-fd``) is the serving process's count of replies being prepared
+(``reply_gauge.py``): the worker holds back while it is not zero.
 The supervisor restarts a child that dies, after a pause that grows while it keeps dying, and
 stops it when serving stops.
 """
@@ -220,7 +222,7 @@ def lower_priority() -> None:
 
 
 def commit_announcer(fd: int) -> Callable[[UserRef], None]:
-    """Writes one line per user to ``fd`` (once per batch), never blocking: with the pipe full
+    """Writes one line per user to ``fd`` (per committed job), never blocking: with the pipe full
     (the serving process not reading), the line is dropped and the next reply catches up itself."""
     os.set_blocking(fd, False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -36,6 +37,10 @@ def create_app(
         warm = getattr(services.embedder, "load", None)
         if warm is not None:
             await asyncio.to_thread(warm)
+        # What is alive now (libraries, models, settings) lives as long as the process: out of the
+        # garbage collector's full collections, which walk every object and held every reply
+        # meanwhile (see MemoryCache._build).
+        gc.freeze()
         for tenant in config.tenants.values():
             if not tenant.api_keys:
                 log.warning("tenant %s has no API key configured: its requests will be refused", tenant.id)

@@ -309,3 +309,53 @@ async def test_a_commit_announced_brings_the_users_memory_up_to_date_before_the_
         assert recaller.people._models[user].version == await store.memory_version(user)
     finally:
         await store.close()
+
+
+async def test_a_refresh_after_a_commit_waits_until_no_recall_is_running(tmp_path: Path):
+    """A commit's catch-up holds the event loop; it runs once the replies being recalled are
+    done, not in the middle of one of them."""
+    store = open_store(f"sqlite:///{tmp_path / 'refresh.db'}")
+    await store.open()
+    user = UserRef("t", "u")
+    vector = np.ones(384, dtype=np.float32) / np.sqrt(384)
+
+    class HeldEmbedder:
+        name = "held"
+
+        def __init__(self) -> None:
+            self.release = asyncio.Event()
+
+        async def embed(self, texts: list[str]) -> np.ndarray:
+            await self.release.wait()
+            return np.stack([vector] * len(texts))
+
+    def memory(n: int) -> MemoryItem:
+        return MemoryItem(id=f"m{n}", text=f"I went hiking {n}.", kind="event", importance=0.5, speaker="user",
+                          created_at=utcnow() - timedelta(days=1), sources=[f"s{n}"], embedding=vector)
+
+    try:
+        await store.commit_extraction(ExtractionJob(id="j0", user=user, session_id="s", messages=[]), [memory(0)], [])
+        embedder = HeldEmbedder()
+        recaller = Recaller(store, embedder)
+        caught_up: list[int] = []
+        get_checked = recaller.cache.get_checked
+
+        async def recording_get_checked(who: UserRef):
+            found = await get_checked(who)
+            caught_up.append(len(found[0].items))
+            return found
+
+        recaller.cache.get_checked = recording_get_checked  # type: ignore[method-assign]
+        recalling = asyncio.ensure_future(recaller.recall(user, "hiking", MemorySettings()))
+        await asyncio.sleep(0.05)  # the recall has its set and waits for the query's vector
+        assert caught_up == [1]
+        await store.commit_extraction(ExtractionJob(id="j1", user=user, session_id="s", messages=[]), [memory(1)], [])
+        recaller.refresh(user)
+        await asyncio.sleep(0.05)
+        assert caught_up == [1]  # not while the recall runs
+        embedder.release.set()
+        assert (await recalling).memories
+        await asyncio.sleep(0.05)
+        assert caught_up == [1, 2]  # then at once
+    finally:
+        await store.close()

@@ -39,6 +39,8 @@ import json
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -126,7 +128,8 @@ def with_constant_reshapes(graph_path: Path, target: Path) -> bool:
     graph.node.extend(reversed(kept))
     if not _same_outputs(graph_path, model.SerializeToString()):
         return False
-    _write_atomically(target, model.SerializeToString())
+    with _written_atomically(target) as temporary:
+        Path(temporary).write_bytes(model.SerializeToString())
     return True
 
 
@@ -148,11 +151,16 @@ def _same_outputs(graph_path: Path, rewritten: bytes) -> bool:
     )
 
 
-def _write_atomically(target: Path, content: bytes) -> None:
+@contextmanager
+def _written_atomically(target: Path) -> Iterator[str]:
+    """A temporary path beside ``target`` to write the graph to, renamed onto ``target`` when the
+    block ends without an error: several processes starting at once may all write it, and the
+    last rename wins with an identical file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
+    os.close(handle)
     try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(content)
+        yield temporary
         os.replace(temporary, target)
     finally:
         if os.path.exists(temporary):
@@ -164,19 +172,12 @@ def quantize_onnx(float_path: Path, target: Path) -> None:
     written atomically, as the export is."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
-    os.close(handle)
-    try:
+    with _written_atomically(target) as temporary:
         quantize_dynamic(float_path, temporary, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 def export_onnx(source: Path, target: Path) -> None:
-    """Trace the transformer (not the pooling) to ONNX, written atomically: several processes
-    starting at once may all export, and the last rename wins with an identical file."""
+    """Trace the transformer (not the pooling) to ONNX, written atomically."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -195,25 +196,17 @@ def export_onnx(source: Path, target: Path) -> None:
 
     # Two texts of different lengths, so nothing about batch or sequence size is baked in.
     sample = tokenizer(["a short one", "a somewhat longer sentence to trace with"], padding=True, return_tensors="pt")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
-    os.close(handle)
-    try:
-        with torch.inference_mode():
-            torch.onnx.export(
-                LastHiddenState(model),
-                tuple(sample[name] for name in INPUTS),
-                temporary,
-                input_names=list(INPUTS),
-                output_names=["last_hidden_state"],
-                dynamic_axes={name: {0: "batch", 1: "tokens"} for name in (*INPUTS, "last_hidden_state")},
-                opset_version=OPSET,
-                dynamo=False,
-            )
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    with _written_atomically(target) as temporary, torch.inference_mode():
+        torch.onnx.export(
+            LastHiddenState(model),
+            tuple(sample[name] for name in INPUTS),
+            temporary,
+            input_names=list(INPUTS),
+            output_names=["last_hidden_state"],
+            dynamic_axes={name: {0: "batch", 1: "tokens"} for name in (*INPUTS, "last_hidden_state")},
+            opset_version=OPSET,
+            dynamo=False,
+        )
 
 
 def serving_session_options(threads: int) -> Any:

@@ -22,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import mmap
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from salience.shared_memory import anonymous_file
 
 PAGE = mmap.PAGESIZE
 LONGEST_WAIT = 0.05  # seconds a step is held back at most, however long the worker has worked
@@ -36,8 +37,7 @@ class ReplyGauge:
     def __init__(self, fd: int | None = None) -> None:
         """A new page (the serving process), or the page behind an inherited ``fd`` (the worker)."""
         if fd is None:
-            fd = _anonymous_file()
-            os.ftruncate(fd, PAGE)
+            fd = anonymous_file("salience-replies", PAGE)
         self.fd = fd
         self._page = mmap.mmap(fd, PAGE)
         self._count = memoryview(self._page).cast("q")  # an aligned 8-byte word: read and written whole
@@ -74,12 +74,3 @@ class ReplyGauge:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-
-def _anonymous_file() -> int:
-    """A file descriptor for a page in memory that no path names."""
-    if hasattr(os, "memfd_create"):  # Linux
-        return os.memfd_create("salience-replies")
-    handle, path = tempfile.mkstemp(prefix="salience-replies-")
-    os.unlink(path)
-    return handle

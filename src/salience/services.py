@@ -15,6 +15,7 @@ from salience.memory.embed import Embedder, build_embedder
 from salience.memory.extract import Extractor, SelfDisclosureExtractor
 from salience.memory.recall import Recaller
 from salience.memory.shared_embeddings import SharedEmbeddings
+from salience.memory.vector_table import VectorTable
 from salience.model import ExtractionJob, MemoryItem, UserRef
 from salience.safety.escalate import EscalationSender
 from salience.safety.hybrid import build_detector
@@ -108,12 +109,14 @@ class Services:
         extractor: Extractor | None = None,
         upstreams: dict[str, Upstream] | None = None,
         replies: ReplyGauge | None = None,
+        vectors: VectorTable | None = None,
     ) -> "Services":
-        """``replies``: the serving process's gauge, in the worker process it starts; else a new one."""
+        """``replies`` and ``vectors``: the serving process's gauge and vector table, in the
+        worker process it starts; else a new gauge, and a table once a worker process starts."""
         store = store or open_region_stores(config)
         replies = replies or ReplyGauge()
         # one embedding of a message for safety screening and recall (see shared_embeddings.py)
-        embedder = SharedEmbeddings(embedder or build_embedder(config.server.embedder))
+        embedder = SharedEmbeddings(embedder or build_embedder(config.server.embedder), table=vectors)
         detector = build_detector(embedder)
         extractor = WithoutDisclosures(extractor or build_extractor(config), detector)
         upstreams = upstreams or {tid: build_upstream(t.upstream) for tid, t in config.tenants.items()}
@@ -186,6 +189,9 @@ class Services:
                     self.extraction_process = extraction_process
                     extraction_process.on_commit = self.recaller.refresh
                     extraction_process.replies_fd = self.replies.fd
+                    # the worker reads the vectors of the turns it extracts instead of embedding them again
+                    self.embedder.table = self.embedder.table or VectorTable()
+                    extraction_process.vectors_fd = self.embedder.table.fd
                     self.worker.elsewhere = extraction_process.notify
                     extraction_process.start()
                 else:
@@ -205,3 +211,5 @@ class Services:
             await upstream.aclose()
         await self.store.close()
         self.replies.close()
+        if self.embedder.table is not None:
+            self.embedder.table.close()

@@ -17,7 +17,9 @@ person model up to date in the background (``Recaller.refresh``), while it is ot
 for an upstream, instead of in the user's next reply. A line lost (a full pipe) only leaves that
 work to the next reply, as before.
 A third descriptor (``--replies-fd``) is the serving process's count of replies being prepared
-(``reply_gauge.py``): the worker holds back while it is not zero.
+(``reply_gauge.py``): the worker holds back while it is not zero. A fourth (``--vectors-fd``)
+is the table of the vectors the serving process embedded (``memory/vector_table.py``): the
+worker reads a turn's vector there instead of embedding the text again.
 The supervisor restarts a child that dies, after a pause that grows while it keeps dying, and
 stops it when serving stops.
 """
@@ -67,6 +69,7 @@ class ExtractionProcess:
         self.restarts = 0
         self.on_commit: Callable[[UserRef], None] | None = None  # a job of this user was committed
         self.replies_fd: int | None = None  # the serving process's ReplyGauge, handed to each child
+        self.vectors_fd: int | None = None  # ... and its VectorTable
         self._process: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -103,10 +106,12 @@ class ExtractionProcess:
             listening = None
             try:
                 # its own session: a Ctrl-C in the terminal reaches serve, which stops it in order
-                gauge = ("--replies-fd", str(self.replies_fd)) if self.replies_fd is not None else ()
+                shared = {"--replies-fd": self.replies_fd, "--vectors-fd": self.vectors_fd}
+                shared_fds = {option: fd for option, fd in shared.items() if fd is not None}
                 self._process = await asyncio.create_subprocess_exec(
-                    *self.argv, "--commits-fd", str(commits_write), *gauge, stdin=asyncio.subprocess.PIPE,
-                    start_new_session=True, pass_fds=(commits_write, *((self.replies_fd,) if gauge else ())),
+                    *self.argv, "--commits-fd", str(commits_write),
+                    *(word for option, fd in shared_fds.items() for word in (option, str(fd))),
+                    stdin=asyncio.subprocess.PIPE, start_new_session=True, pass_fds=(commits_write, *shared_fds.values()),
                 )
                 os.close(commits_write)
                 commits_write = -1
@@ -165,12 +170,15 @@ class ExtractionProcess:
 
 
 async def run_worker(
-    config: Config, supervised_by: int | None = None, commits_fd: int | None = None, replies_fd: int | None = None
+    config: Config, supervised_by: int | None = None, commits_fd: int | None = None, replies_fd: int | None = None,
+    vectors_fd: int | None = None,
 ) -> None:
     """The body of ``salience worker``: the extraction worker alone, until SIGTERM / SIGINT,
     or (``supervised_by`` the serving process's pid) until the process that started it is gone.
     ``commits_fd``: where to name each user whose job was committed (the serving process).
-    ``replies_fd``: the serving process's ``ReplyGauge``, to hold back for its replies."""
+    ``replies_fd``: the serving process's ``ReplyGauge``, to hold back for its replies.
+    ``vectors_fd``: the serving process's ``VectorTable``, the vectors it embedded."""
+    from salience.memory.vector_table import VectorTable
     from salience.reply_gauge import ReplyGauge
 
     from salience.memory.embed import build_embedder
@@ -180,7 +188,10 @@ async def run_worker(
     if supervised_by is not None:  # beside a serving process: background work, one core at most
         lower_priority()
         embedder = build_embedder(config.server.embedder, threads=1)
-    services = Services.build(config, embedder=embedder, replies=ReplyGauge(replies_fd) if replies_fd is not None else None)
+    services = Services.build(
+        config, embedder=embedder, replies=ReplyGauge(replies_fd) if replies_fd is not None else None,
+        vectors=VectorTable(vectors_fd) if vectors_fd is not None else None,
+    )
     if commits_fd is not None:
         services.announce_commit = commit_announcer(commits_fd)
     await services.start(run_worker=False)

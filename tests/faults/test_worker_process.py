@@ -78,6 +78,9 @@ def test_serve_extracts_in_a_supervised_worker_process(tmp_path):
             threads = [int(task.name) for task in Path(f"/proc/{worker}/task").iterdir()]
             assert len(threads) > 1 and all(os.sched_getscheduler(tid) == os.SCHED_IDLE for tid in threads)
             assert os.sched_getscheduler(proxy.process.pid) == os.SCHED_OTHER
+            # it shares the serving process's count of replies and the vectors that process embedded
+            held = " ".join(os.readlink(fd) for fd in Path(f"/proc/{worker}/fd").iterdir())
+            assert "salience-replies" in held and "salience-vectors" in held
             assert (tmp_path / "config" / "data" / "salience.db").exists()  # a real SQLite file, shared
 
             # Extraction happens in the child only: frozen, nothing is extracted; thawed, it is.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Sequence
 
 import numpy as np
@@ -108,3 +109,18 @@ async def test_start_submits_to_an_embedder_that_can_begin_at_once_and_embeds_wi
         assert vector[0] == len("I feel low")
     assert local.submitted == ["I feel low"] and local.embedded == []  # one run, started by start
     assert hosted.embedded == ["I feel low"]
+
+
+async def test_a_vector_the_serving_process_embedded_is_read_from_the_table_not_embedded_again():
+    from salience.memory.vector_table import VectorTable
+
+    serving_table = VectorTable()
+    serving = SharedEmbeddings(CountingEmbedder(), table=serving_table)
+    said = await serving.embed(["My sister Sarah starts chemo on Monday."])
+
+    worker_embedder = CountingEmbedder()  # the worker process: the same table through its descriptor
+    worker = SharedEmbeddings(worker_embedder, table=VectorTable(os.dup(serving_table.fd)))
+    vectors = await worker.embed(["My sister Sarah starts chemo on Monday.", "We went to the lake."])
+    assert worker_embedder.embedded == ["We went to the lake."]  # only the text the serving process never saw
+    assert np.array_equal(vectors[0], said[0])
+    assert serving_table.get("counting", "We went to the lake.") is not None  # the worker's own are shared too

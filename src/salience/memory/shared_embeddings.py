@@ -6,6 +6,10 @@ wrapper, so the second asks for a vector the first already paid for, also while 
 still being computed: the request path ``start``s the embedding as soon as it has the
 text and screening and recall both wait for that one run, doing their other work
 meanwhile. Only the most recent texts are kept (in memory, never logged).
+
+With a ``VectorTable`` (``memory/vector_table.py``) the vectors are also shared with the other
+process on the table: the serving process writes each one it computes, and the extraction
+worker reads a text's vector there before embedding it again.
 """
 
 from __future__ import annotations
@@ -17,15 +21,17 @@ from typing import Awaitable, Sequence
 import numpy as np
 
 from salience.memory.embed import Embedder, SubmitsEarly
+from salience.memory.vector_table import VectorTable
 
 
 class SharedEmbeddings:
     """An ``Embedder`` that remembers the vectors of the last ``size`` texts it embedded."""
 
-    def __init__(self, inner: Embedder, size: int = 512) -> None:
+    def __init__(self, inner: Embedder, size: int = 512, table: VectorTable | None = None) -> None:
         self.inner = inner
         self.name = inner.name
         self.size = size
+        self.table = table
         self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
         self._running: dict[str, asyncio.Task[None]] = {}  # texts being embedded now
 
@@ -43,7 +49,7 @@ class SharedEmbeddings:
         running = {task for text in texts if (task := self._running_here(text)) is not None}
         if running:  # a failed run is retried below, where the error reaches this caller
             await asyncio.gather(*running, return_exceptions=True)
-        missing = list(dict.fromkeys(t for t in texts if t not in self._recent))
+        missing = [t for t in dict.fromkeys(texts) if t not in self._recent and not self._from_table(t)]
         if missing:
             await self._embed_missing(missing)
         if not texts:
@@ -53,7 +59,17 @@ class SharedEmbeddings:
     async def _keep(self, text: str, vector: Awaitable[np.ndarray]) -> None:
         self._remember(text, await vector)
 
-    def _remember(self, text: str, vector: np.ndarray) -> None:
+    def _from_table(self, text: str) -> bool:
+        """Whether the table had the text's vector (now kept here too)."""
+        vector = self.table.get(self.name, text) if self.table is not None else None
+        if vector is None:
+            return False
+        self._remember(text, vector, computed=False)
+        return True
+
+    def _remember(self, text: str, vector: np.ndarray, computed: bool = True) -> None:
+        if computed and self.table is not None:
+            self.table.put(self.name, text, vector)
         self._recent[text] = vector
         self._recent.move_to_end(text)
         while len(self._recent) > self.size:

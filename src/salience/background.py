@@ -6,8 +6,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
 
 log = logging.getLogger("salience.background")
+T = TypeVar("T")
 
 
 async def cancel_task(task: asyncio.Task[None] | None) -> None:
@@ -111,3 +113,25 @@ class SpacedTasks:
             if len(self._next_start) > self.max_users:
                 self._next_start.pop(next(iter(self._next_start)))
             self.running.pop(user, None)
+
+
+class SharedRuns(Generic[T]):
+    """One run per key at a time: a caller asking for a key whose run is under way waits for
+    that run instead of starting another (a user's requests and the refresh after a commit
+    catch up a cached set once). Shielded: a caller that goes away does not cancel it for the
+    others."""
+
+    def __init__(self) -> None:
+        self._running: dict[Hashable, asyncio.Future[T]] = {}
+
+    async def run(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> T:
+        running = self._running.get(key)
+        # a run left on another (closed) event loop will never finish: start afresh
+        if running is None or running.get_loop() is not asyncio.get_running_loop():
+            running = self._running[key] = asyncio.ensure_future(work())
+            running.add_done_callback(lambda done: self._forget(key, done))
+        return await asyncio.shield(running)
+
+    def _forget(self, key: Hashable, done: asyncio.Future[T]) -> None:
+        if self._running.get(key) is done:
+            del self._running[key]

@@ -244,6 +244,32 @@ async def test_the_person_model_catches_up_with_new_signals_and_erasure_drops_it
         await store.close()
 
 
+async def test_a_users_concurrent_turns_and_the_refresh_after_a_commit_catch_the_person_model_up_once(tmp_path: Path):
+    store = open_store(f"sqlite:///{tmp_path / 'shared.db'}")
+    await store.open()
+    user = UserRef("t", "u")
+    people = PersonCache(store)
+    reads = 0
+    read_changes = store.message_signal_changes
+
+    async def counted(*args):
+        nonlocal reads
+        reads += 1
+        return await read_changes(*args)
+
+    store.message_signal_changes = counted  # type: ignore[method-assign]
+    try:
+        await store.save_message_signals(user, [MessageSignal("m1", "s1", utcnow(), 0.1, ["Sarah"])])
+        await people.get(user, await store.memory_version(user))
+        await store.save_message_signals(user, [MessageSignal("m2", "s1", utcnow(), -0.2, ["Tom"])])
+        version = await store.memory_version(user)
+        models = await asyncio.gather(*(people.get(user, version) for _ in range(4)))
+        assert reads == 1 and len({id(m) for m in models}) == 1
+        assert [s.message_id for s in models[0].signals] == ["m1", "m2"]
+    finally:
+        await store.close()
+
+
 async def test_the_arc_of_a_caught_up_person_model_is_the_arc_counted_from_scratch(tmp_path: Path):
     """The arc is read on every turn: a caught-up model adds the new signals to its sessions'
     tallies instead of counting every signal again, and must say exactly what a model loaded

@@ -277,4 +277,4 @@ async def test_concurrent_requests_share_one_catch_up(store):
     results = await asyncio.gather(*(cache.get_checked(USER) for _ in range(5)))
     assert len({id(memory_set) for memory_set, _ in results}) == 1  # one set, worked out once
     assert all(current and len(memory_set.items) == 12 for memory_set, current in results)
-    assert not cache._catching_up
+    assert not cache._catching_up._running

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 
-from salience.background import SpacedTasks
+from salience.background import SharedRuns, SpacedTasks
 from salience.memory.memory_set import MemorySet
 from salience.model import UserRef
 from salience.store.base import Store
@@ -56,7 +56,7 @@ class MemoryCache:
         self._sets: dict[UserRef, MemorySet] = {}
         self._rebuilds = SpacedTasks("memory set rebuild", self.REBUILD_SPACING, max_users)
         self._generation: dict[UserRef, int] = {}  # moved by ``forget``: a build begun before is discarded
-        self._catching_up: dict[tuple[UserRef, int], asyncio.Future[MemorySet | None]] = {}
+        self._catching_up: SharedRuns[MemorySet | None] = SharedRuns()
         self._no_catch_up: dict[UserRef, int] = {}  # the version of a set no catch-up could start from
 
     async def get(self, user: UserRef) -> MemorySet:
@@ -88,14 +88,16 @@ class MemoryCache:
 
     async def _shared_catch_up(self, user: UserRef, cached: MemorySet) -> MemorySet | None:
         """One catch-up from a given set at a time: the user's concurrent requests wait for the
-        same one rather than each doing the work."""
-        key = (user, cached.version)
-        running = self._catching_up.get(key)
-        if running is None or running.get_loop() is not asyncio.get_running_loop():
-            running = self._catching_up[key] = asyncio.ensure_future(self._catch_up(user, cached))
-            running.add_done_callback(lambda done: self._catching_up.pop(key, None))
-        # shielded: a request that goes away does not cancel the others' catch-up
-        return await asyncio.shield(running)
+        same one rather than each doing the work. The set is kept before the run ends: a request
+        that looks once it has ended finds it current instead of catching up once more."""
+        return await self._catching_up.run((user, cached.version), lambda: self._caught_up_and_kept(user, cached))
+
+    async def _caught_up_and_kept(self, user: UserRef, cached: MemorySet) -> MemorySet | None:
+        generation = self._generation.get(user, 0)
+        caught_up = await self._catch_up(user, cached)
+        if caught_up is not None and self._generation.get(user, 0) == generation:
+            self._keep(user, caught_up)
+        return caught_up
 
     async def _catch_up(self, user: UserRef, cached: MemorySet) -> MemorySet | None:
         """``cached`` brought up to date with what was written since its version; None when a

@@ -42,6 +42,7 @@ class ReplyGauge:
         self._page = mmap.mmap(fd, PAGE)
         self._count = memoryview(self._page).cast("q")  # an aligned 8-byte word: read and written whole
         self._may_wait = 0.0
+        self._until_none: list[asyncio.Future[None]] = []  # this process's waiters for a count of zero
         self._working_since = time.monotonic()
 
     @contextmanager
@@ -52,6 +53,20 @@ class ReplyGauge:
             yield
         finally:
             self._count[0] -= 1
+            if not self._count[0]:
+                waiting, self._until_none = self._until_none, []
+                for waiter in waiting:
+                    if not waiter.done() and not waiter.get_loop().is_closed():
+                        waiter.set_result(None)
+
+    async def until_no_replies(self) -> None:
+        """Return once no reply is being prepared (in the serving process, whose own count wakes
+        it: no polling). The serving process's refreshes after a commit wait so, rather than hold
+        the event loop in the middle of a reply."""
+        if self._count[0]:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._until_none.append(waiter)
+            await waiter
 
     @property
     def replies_preparing(self) -> int:

@@ -122,7 +122,7 @@ class Services:
         upstreams = upstreams or {tid: build_upstream(t.upstream) for tid, t in config.tenants.items()}
         spool = ExchangeSpool(config.server.data_dir / "spool", TenantKeyring.from_config(config))
         auditor = Auditor(lambda tenant: store)  # type: ignore[arg-type]
-        recaller = Recaller(store, embedder)
+        recaller = Recaller(store, embedder, until_no_replies=replies.until_no_replies)
         services = cls(
             config=config,
             store=store,

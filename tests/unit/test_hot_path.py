@@ -337,23 +337,15 @@ async def test_a_commit_announced_brings_the_users_memory_up_to_date_before_the_
         await store.close()
 
 
-async def test_a_refresh_after_a_commit_waits_until_no_recall_is_running(tmp_path: Path):
-    """A commit's catch-up holds the event loop; it runs once the replies being recalled are
-    done, not in the middle of one of them."""
+async def test_a_refresh_after_a_commit_waits_until_no_reply_is_being_prepared(tmp_path: Path):
+    """A commit's catch-up holds the event loop; it runs once the replies being prepared have
+    gone upstream, not in the middle of one of them."""
+    from salience.reply_gauge import ReplyGauge
+
     store = open_store(f"sqlite:///{tmp_path / 'refresh.db'}")
     await store.open()
     user = UserRef("t", "u")
     vector = np.ones(384, dtype=np.float32) / np.sqrt(384)
-
-    class HeldEmbedder:
-        name = "held"
-
-        def __init__(self) -> None:
-            self.release = asyncio.Event()
-
-        async def embed(self, texts: list[str]) -> np.ndarray:
-            await self.release.wait()
-            return np.stack([vector] * len(texts))
 
     def memory(n: int) -> MemoryItem:
         return MemoryItem(id=f"m{n}", text=f"I went hiking {n}.", kind="event", importance=0.5, speaker="user",
@@ -361,8 +353,9 @@ async def test_a_refresh_after_a_commit_waits_until_no_recall_is_running(tmp_pat
 
     try:
         await store.commit_extraction(ExtractionJob(id="j0", user=user, session_id="s", messages=[]), [memory(0)], [])
-        embedder = HeldEmbedder()
-        recaller = Recaller(store, embedder)
+        gauge = ReplyGauge()
+        recaller = Recaller(store, LocalMiniLMEmbedder(), until_no_replies=gauge.until_no_replies)
+        await recaller.cache.get(user)
         caught_up: list[int] = []
         get_checked = recaller.cache.get_checked
 
@@ -372,16 +365,14 @@ async def test_a_refresh_after_a_commit_waits_until_no_recall_is_running(tmp_pat
             return found
 
         recaller.cache.get_checked = recording_get_checked  # type: ignore[method-assign]
-        recalling = asyncio.ensure_future(recaller.recall(user, "hiking", MemorySettings()))
-        await asyncio.sleep(0.05)  # the recall has its set and waits for the query's vector
-        assert caught_up == [1]
-        await store.commit_extraction(ExtractionJob(id="j1", user=user, session_id="s", messages=[]), [memory(1)], [])
-        recaller.refresh(user)
+        with gauge.preparing(), gauge.preparing():  # two replies on their way to the upstream
+            await store.commit_extraction(ExtractionJob(id="j1", user=user, session_id="s", messages=[]), [memory(1)], [])
+            recaller.refresh(user)
+            await asyncio.sleep(0.05)
+            assert caught_up == []  # not while a reply is being prepared
         await asyncio.sleep(0.05)
-        assert caught_up == [1]  # not while the recall runs
-        embedder.release.set()
-        assert (await recalling).memories
-        await asyncio.sleep(0.05)
-        assert caught_up == [1, 2]  # then at once
+        assert caught_up == [2]  # then at once
+        assert recaller.people._models[user].version == await store.memory_version(user)
     finally:
+        gauge.close()
         await store.close()

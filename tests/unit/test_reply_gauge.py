@@ -59,3 +59,16 @@ def test_a_worker_process_sees_the_count_of_the_serving_process():
         assert child_reads() == "2"
     assert child_reads() == "0"
     gauge.close()
+
+
+async def test_a_wait_for_no_reply_ends_when_the_last_reply_being_prepared_goes_upstream():
+    gauge = ReplyGauge()
+    await asyncio.wait_for(gauge.until_no_replies(), 0.1)  # none: at once
+    with gauge.preparing():
+        waiting = asyncio.ensure_future(gauge.until_no_replies())
+        with gauge.preparing():
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)
+        assert not waiting.done()  # one reply still being prepared
+    await asyncio.wait_for(waiting, 0.1)
+    gauge.close()

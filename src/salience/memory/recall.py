@@ -17,6 +17,7 @@ import asyncio
 import functools
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -81,23 +82,27 @@ class Recall:
 
 
 class Recaller:
-    def __init__(self, store: Store, embedder: Embedder) -> None:
+    def __init__(
+        self, store: Store, embedder: Embedder, until_no_replies: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """``until_no_replies``: what a refresh waits for before it starts (``ReplyGauge``)."""
         # shared: the request path has usually started embedding the turn already (screening)
         self.embedder = embedder if isinstance(embedder, SharedEmbeddings) else SharedEmbeddings(embedder)
         self.cache = MemoryCache(store, quantized=True)
         self.people = PersonCache(store)
+        self.until_no_replies = until_no_replies or _at_once
         self._refreshing: dict[UserRef, asyncio.Task[None]] = {}
-        self._recalls_running = 0
-        self._until_no_recall: list[asyncio.Future[None]] = []  # refreshes waiting for a pause
 
     def refresh(self, user: UserRef) -> None:
         """An extraction was committed for ``user``: bring their memory set and person model up
         to date in the background, rather than in the next reply (which, while the reply before
         waited for its upstream, usually has not arrived yet).
 
-        It waits until no recall is running: a catch-up holds the event loop for milliseconds
-        (at 10k memories), and begun as a commit lands it would hold up whichever reply was being
-        prepared then. A reply that comes before it has run catches the set up itself."""
+        It waits until no reply is being prepared: a catch-up holds the event loop for
+        milliseconds (at 10k memories), and begun as a commit lands it would hold up whichever
+        reply was being prepared then (begun as that reply's recall ended, it held up its upstream
+        call). A reply that comes while it runs waits for it; one that comes before it has run
+        catches the set up itself."""
         running = self._refreshing.get(user)
         if running is not None and not running.done():
             return  # the one waiting or running reads the store after this commit anyway
@@ -105,10 +110,7 @@ class Recaller:
 
     async def _refresh(self, user: UserRef) -> None:
         try:
-            if self._recalls_running:
-                pause: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                self._until_no_recall.append(pause)
-                await pause
+            await self.until_no_replies()
             memory_set, _ = await self.cache.get_checked(user)
             await self.people.get(user, memory_set.version)
         except Exception as exc:  # the next request brings them up to date as before
@@ -129,26 +131,6 @@ class Recaller:
         budget_tokens: int | None = None,
         at: datetime | None = None,
         model: str | None = None,
-    ) -> Recall:
-        self._recalls_running += 1
-        try:
-            return await self._recall(user, query, settings, budget_tokens, at, model)
-        finally:
-            self._recalls_running -= 1
-            if not self._recalls_running:  # the refreshes that waited for a pause go now
-                waiting, self._until_no_recall = self._until_no_recall, []
-                for pause in waiting:
-                    if not pause.done():
-                        pause.set_result(None)
-
-    async def _recall(
-        self,
-        user: UserRef,
-        query: str,
-        settings: MemorySettings,
-        budget_tokens: int | None,
-        at: datetime | None,
-        model: str | None,
     ) -> Recall:
         budget = settings.budget_tokens if budget_tokens is None else budget_tokens
         now = at or utcnow()
@@ -321,3 +303,7 @@ def pack_into_budget(
         days.add(label)
         used += cost
     return [RecalledMemory(memory_set.items[i], float(score[i])) for i in chosen]
+
+
+async def _at_once() -> None:
+    return None

@@ -89,6 +89,9 @@ def worker(
     replies_fd: Optional[int] = typer.Option(
         None, "--replies-fd", hidden=True, help="started by serve: its count of replies being prepared (a shared page)"
     ),
+    replies_wake_fd: Optional[int] = typer.Option(
+        None, "--replies-wake-fd", hidden=True, help="started by serve: written when that count falls to zero (an eventfd)"
+    ),
     vectors_fd: Optional[int] = typer.Option(
         None, "--vectors-fd", hidden=True, help="started by serve: the vectors it embedded (shared memory)"
     ),
@@ -103,7 +106,7 @@ def worker(
     settings = _load(config)
     logging.basicConfig(level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     one_blas_thread()
-    asyncio.run(run_worker(settings, supervised_by, commits_fd, replies_fd, vectors_fd))
+    asyncio.run(run_worker(settings, supervised_by, commits_fd, replies_fd, vectors_fd, replies_wake_fd))
 
 
 @app.command("import")

@@ -189,6 +189,7 @@ class Services:
                     self.extraction_process = extraction_process
                     extraction_process.on_commit = self.recaller.refresh
                     extraction_process.replies_fd = self.replies.fd
+                    extraction_process.replies_wake_fd = self.replies.wake_fd
                     # the worker reads the vectors of the turns it extracts instead of embedding them again
                     self.embedder.table = self.embedder.table or VectorTable()
                     extraction_process.vectors_fd = self.embedder.table.fd

@@ -17,7 +17,8 @@ person model up to date in the background (``Recaller.refresh``), while it is ot
 for an upstream, instead of in the user's next reply. A line lost (a full pipe) only leaves that
 work to the next reply, as before.
 A third descriptor (``--replies-fd``) is the serving process's count of replies being prepared
-(``reply_gauge.py``): the worker holds back while it is not zero. A fourth (``--vectors-fd``)
+(``reply_gauge.py``): the worker holds back while it is not zero, woken by the serving process
+when it falls to zero (``--replies-wake-fd``). Another (``--vectors-fd``)
 is the table of the vectors the serving process embedded (``memory/vector_table.py``): the
 worker reads a turn's vector there instead of embedding the text again.
 The supervisor restarts a child that dies, after a pause that grows while it keeps dying, and
@@ -69,6 +70,7 @@ class ExtractionProcess:
         self.restarts = 0
         self.on_commit: Callable[[UserRef], None] | None = None  # a job of this user was committed
         self.replies_fd: int | None = None  # the serving process's ReplyGauge, handed to each child
+        self.replies_wake_fd: int | None = None  # ... the gauge's wake-up
         self.vectors_fd: int | None = None  # ... and its VectorTable
         self._process: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
@@ -106,7 +108,8 @@ class ExtractionProcess:
             listening = None
             try:
                 # its own session: a Ctrl-C in the terminal reaches serve, which stops it in order
-                shared = {"--replies-fd": self.replies_fd, "--vectors-fd": self.vectors_fd}
+                shared = {"--replies-fd": self.replies_fd, "--replies-wake-fd": self.replies_wake_fd,
+                          "--vectors-fd": self.vectors_fd}
                 shared_fds = {option: fd for option, fd in shared.items() if fd is not None}
                 self._process = await asyncio.create_subprocess_exec(
                     *self.argv, "--commits-fd", str(commits_write),
@@ -171,12 +174,12 @@ class ExtractionProcess:
 
 async def run_worker(
     config: Config, supervised_by: int | None = None, commits_fd: int | None = None, replies_fd: int | None = None,
-    vectors_fd: int | None = None,
+    vectors_fd: int | None = None, replies_wake_fd: int | None = None,
 ) -> None:
     """The body of ``salience worker``: the extraction worker alone, until SIGTERM / SIGINT,
     or (``supervised_by`` the serving process's pid) until the process that started it is gone.
     ``commits_fd``: where to name each user whose job was committed (the serving process).
-    ``replies_fd``: the serving process's ``ReplyGauge``, to hold back for its replies.
+    ``replies_fd``, ``replies_wake_fd``: the serving process's ``ReplyGauge``, to hold back for its replies.
     ``vectors_fd``: the serving process's ``VectorTable``, the vectors it embedded."""
     from salience.memory.vector_table import VectorTable
     from salience.reply_gauge import ReplyGauge
@@ -189,7 +192,7 @@ async def run_worker(
         lower_priority()
         embedder = build_embedder(config.server.embedder, threads=1)
     services = Services.build(
-        config, embedder=embedder, replies=ReplyGauge(replies_fd) if replies_fd is not None else None,
+        config, embedder=embedder, replies=ReplyGauge(replies_fd, replies_wake_fd) if replies_fd is not None else None,
         vectors=VectorTable(vectors_fd) if vectors_fd is not None else None,
     )
     if commits_fd is not None:

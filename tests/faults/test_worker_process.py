@@ -80,7 +80,7 @@ def test_serve_extracts_in_a_supervised_worker_process(tmp_path):
             assert os.sched_getscheduler(proxy.process.pid) == os.SCHED_OTHER
             # it shares the serving process's count of replies and the vectors that process embedded
             held = " ".join(os.readlink(fd) for fd in Path(f"/proc/{worker}/fd").iterdir())
-            assert "salience-replies" in held and "salience-vectors" in held
+            assert "salience-replies" in held and "eventfd" in held and "salience-vectors" in held
             assert (tmp_path / "config" / "data" / "salience.db").exists()  # a real SQLite file, shared
 
             # Extraction happens in the child only: frozen, nothing is extracted; thawed, it is.

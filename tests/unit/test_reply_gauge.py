@@ -72,3 +72,29 @@ async def test_a_wait_for_no_reply_ends_when_the_last_reply_being_prepared_goes_
         assert not waiting.done()  # one reply still being prepared
     await asyncio.wait_for(waiting, 0.1)
     gauge.close()
+
+
+async def test_a_worker_elsewhere_is_woken_when_the_replies_have_gone_upstream_not_at_its_next_look(monkeypatch):
+    import os
+
+    import salience.reply_gauge as reply_gauge
+
+    serving = ReplyGauge()
+    if serving.wake_fd is None:  # no eventfd on this platform: the worker looks every POLL
+        return
+    worker = ReplyGauge(os.dup(serving.fd), os.dup(serving.wake_fd))  # what the worker process holds
+    monkeypatch.setattr(reply_gauge, "POLL", 10.0)  # a worker that looked would sleep far past its allowance
+    await asyncio.sleep(LONGEST_WAIT)
+
+    async def prepare_a_reply() -> None:
+        with serving.preparing():
+            await asyncio.sleep(0.015)
+
+    preparing = asyncio.ensure_future(prepare_a_reply())
+    await asyncio.sleep(0)
+    waited = await timed_hold_back(worker)
+    await preparing
+    assert 0.01 <= waited < 0.03
+    assert await timed_hold_back(worker) < 0.01  # a wake-up already read does not hold the next step
+    serving.close()
+    worker.close()

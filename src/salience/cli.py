@@ -106,7 +106,7 @@ def worker(
     settings = _load(config)
     logging.basicConfig(level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     one_blas_thread()
-    asyncio.run(run_worker(settings, supervised_by, commits_fd, replies_fd, vectors_fd, replies_wake_fd))
+    asyncio.run(run_worker(settings, supervised_by, commits_fd, replies_fd, replies_wake_fd, vectors_fd))
 
 
 @app.command("import")

@@ -174,7 +174,7 @@ class ExtractionProcess:
 
 async def run_worker(
     config: Config, supervised_by: int | None = None, commits_fd: int | None = None, replies_fd: int | None = None,
-    vectors_fd: int | None = None, replies_wake_fd: int | None = None,
+    replies_wake_fd: int | None = None, vectors_fd: int | None = None,
 ) -> None:
     """The body of ``salience worker``: the extraction worker alone, until SIGTERM / SIGINT,
     or (``supervised_by`` the serving process's pid) until the process that started it is gone.

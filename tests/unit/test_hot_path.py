@@ -126,10 +126,19 @@ async def test_a_started_query_is_embedded_while_the_event_loop_is_still_busy(
         return vectors
 
     monkeypatch.setattr(embedder._model, "_pooled", pool_and_tell)
+    handed: list[str] = []
+    encode_one_async = embedder._model.encode_one_async
+
+    def handed_to_its_thread(text: str, done) -> None:
+        handed.append(text)
+        encode_one_async(text, done)
+
+    monkeypatch.setattr(embedder._model, "encode_one_async", handed_to_its_thread)
     shared = SharedEmbeddings(embedder)
     query = "What did my sister say about the new treatment, the one from last week?"
     shared.start(query)
     assert embedded.wait(30)  # a blocking wait: the event loop never turns meanwhile
+    assert handed == [query]
     alone = LocalMiniLMEmbedder(query_cache=0)
     alone.load()
     assert float((await shared.embed([query]))[0] @ alone.embed_sync([query])[0]) > 0.9999

@@ -71,6 +71,8 @@ class LocalMiniLMEmbedder:
         self.requested_runtime = runtime  # "auto" (onnx-int8 if installed), "onnx", "onnx-int8" or "torch"
         self.runtime: str | None = None  # the one loaded
         self._model: Any = None
+        # a single text runs on the model's own thread (``OnnxMiniLM.encode_one_async``): set when loaded
+        self._runs_async = False
         self._lock = threading.Lock()
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._query_cache_size = query_cache
@@ -93,7 +95,9 @@ class LocalMiniLMEmbedder:
                 if runtime in ("onnx", "onnx-int8"):
                     from salience.memory.onnx_minilm import OnnxMiniLM
 
-                    self._model = OnnxMiniLM(threads=self.threads, quantized=runtime == "onnx-int8")
+                    model = OnnxMiniLM(threads=self.threads, quantized=runtime == "onnx-int8")
+                    self._runs_async = model.runs_async
+                    self._model = model
                 else:
                     self._model = _load_sentence_transformer()
                 self.runtime = runtime
@@ -167,7 +171,7 @@ class LocalMiniLMEmbedder:
     def _run_waiting(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._waiting = self._waiting[: self.batch_size], self._waiting[self.batch_size:]
         texts = list(dict.fromkeys(text for text, _ in batch))
-        if len(texts) == 1 and getattr(self._model, "runs_async", False):
+        if len(texts) == 1 and self._runs_async:
             run: asyncio.Future[np.ndarray] = loop.create_future()
 
             def done(vectors: np.ndarray | None, error: BaseException | None) -> None:

@@ -27,6 +27,10 @@ async def cancel_task(task: asyncio.Task[None] | None) -> None:
         raise task.exception()  # type: ignore[misc]
 
 
+async def at_once() -> None:
+    """A wait that does not wait: the default where a component may be told what to wait for."""
+
+
 class Poller:
     """Calls ``run_once`` (which returns how much it did) until it does nothing, then sleeps
     until ``notify`` or ``poll_seconds``. Errors are logged by type only (never content) and

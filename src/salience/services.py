@@ -150,12 +150,11 @@ class Services:
 
     def wire_commits(self) -> None:
         """Writes and escalations are recorded in the tenant's audit chain (ids only), and the
-        users of each batch of committed jobs are announced (``announce_commit``)."""
+        user of each committed job is announced (``announce_commit``)."""
         auditor = self.auditor
 
-        def announce(users: list[UserRef]) -> None:
-            for user in users:
-                (self.announce_commit or self.recaller.refresh)(user)
+        def announce(user: UserRef) -> None:
+            (self.announce_commit or self.recaller.refresh)(user)
 
         async def committed(job: ExtractionJob, added: list[MemoryItem], reinforced: list[MemoryItem]) -> None:
             if added:
@@ -169,7 +168,7 @@ class Services:
             await auditor.record_quietly(user.tenant, user.user, "safety.escalation", event_ids)
 
         self.worker.on_commit = committed
-        self.worker.on_users_committed = announce
+        self.worker.on_user_committed = announce
         self.safety.on_escalation = escalated
 
     async def start(self, run_worker: bool = True, extraction_process: ExtractionProcess | None = None) -> None:

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import numpy as np
 
-from salience.background import Poller
+from salience.background import Poller, at_once
 from salience.memory.consolidate import consolidate, replacement
 from salience.memory.embed import Embedder
 from salience.memory.extract import Extractor
@@ -48,7 +48,7 @@ class ExtractionWorker:
         """``hold_back``: awaited before each step of a job; waits while the serving process
         prepares replies (``ReplyGauge.hold_back``)."""
         self.store = store
-        self.hold_back = hold_back or _go_on
+        self.hold_back = hold_back or at_once
         self.lease = lease
         self.extractor = extractor
         self.embedder = embedder
@@ -62,7 +62,7 @@ class ExtractionWorker:
         # Told of the user of each job as it is committed (the serving process's caches catch up
         # in the background then, rather than in a reply that comes while the batch is still
         # being committed); set by ``Services``.
-        self.on_users_committed: Callable[[list[UserRef]], None] | None = None
+        self.on_user_committed: Callable[[UserRef], None] | None = None
         self._detector = RuleBasedDetector()  # arc signals: which messages came close to a crisis
         self._poller = Poller("salience-extraction-worker", self.run_once, poll_seconds, gather_seconds)
         # When extraction runs in another process (worker_process.py): how to nudge it instead.
@@ -135,8 +135,8 @@ class ExtractionWorker:
         for job in jobs:
             try:
                 await self.process(job)
-                if self.on_users_committed is not None:
-                    self.on_users_committed([job.user])
+                if self.on_user_committed is not None:
+                    self.on_user_committed(job.user)
             except Exception as exc:  # one bad job must not stop the queue
                 give_up = job.attempts >= MAX_ATTEMPTS
                 retry_at = None if give_up else utcnow() + timedelta(seconds=2**job.attempts)
@@ -164,7 +164,3 @@ class ExtractionWorker:
 
     async def stop(self) -> None:
         await self._poller.stop()
-
-
-async def _go_on() -> None:
-    return None

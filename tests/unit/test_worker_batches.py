@@ -24,13 +24,13 @@ TURNS = {
 @asynccontextmanager
 async def running_worker(
     db: Path, embedder: LocalMiniLMEmbedder, gather_seconds: float
-) -> AsyncIterator[tuple[Store, ExtractionWorker, list[list[UserRef]]]]:
+) -> AsyncIterator[tuple[Store, ExtractionWorker, list[UserRef]]]:
     """A started worker on a real SQLite file, idle and waiting for a nudge, and the users it announces."""
     store = open_store(f"sqlite:///{db}")
     await store.open()
     worker = ExtractionWorker(store, SelfDisclosureExtractor(), embedder, poll_seconds=30, gather_seconds=gather_seconds)
-    announced: list[list[UserRef]] = []
-    worker.on_users_committed = announced.append
+    announced: list[UserRef] = []
+    worker.on_user_committed = announced.append
     worker.start()
     try:
         await asyncio.sleep(0.2)  # it has found nothing queued and waits
@@ -66,7 +66,7 @@ async def test_turns_queued_together_are_extracted_as_one_batch_and_each_commit_
         # it waited for the turns queued after the first nudge, then took them in one go
         assert time.monotonic() - queued_at >= 0.5
         # each job's user as its commit lands: the serving process catches up in the background
-        assert announced == [[user] for user, texts in TURNS.items() for _ in texts]
+        assert announced == [user for user, texts in TURNS.items() for _ in texts]
         for user, texts in TURNS.items():
             assert sorted(m.text for m in await store.load_memories(user)) == sorted(texts)
 
@@ -77,7 +77,7 @@ async def test_without_a_gathering_pause_each_nudge_is_served_at_once(tmp_path: 
         for text in TURNS[user]:
             await queue_turn(store, worker, user, text)
             await extracted(store)
-        assert announced == [[user], [user]]
+        assert announced == [user, user]
 
 
 async def test_the_worker_holds_back_before_each_step_while_replies_are_prepared(

@@ -23,6 +23,7 @@ from datetime import datetime
 
 import numpy as np
 
+from salience.background import at_once
 from salience.memory.confidence import FOUND_AT, TOP_MATCHES, named_confidence, refers_to_past, unnamed_confidence
 from salience.memory.embed import Embedder
 from salience.memory.inject import arc_line, render_context, render_nothing_remembered
@@ -90,7 +91,7 @@ class Recaller:
         self.embedder = embedder if isinstance(embedder, SharedEmbeddings) else SharedEmbeddings(embedder)
         self.cache = MemoryCache(store, quantized=True)
         self.people = PersonCache(store)
-        self.until_no_replies = until_no_replies or _at_once
+        self.until_no_replies = until_no_replies or at_once
         self._refreshing: dict[UserRef, asyncio.Task[None]] = {}
 
     def refresh(self, user: UserRef) -> None:
@@ -303,7 +304,3 @@ def pack_into_budget(
         days.add(label)
         used += cost
     return [RecalledMemory(memory_set.items[i], float(score[i])) for i in chosen]
-
-
-async def _at_once() -> None:
-    return None

@@ -209,11 +209,11 @@ def export_onnx(source: Path, target: Path) -> None:
         )
 
 
-def serving_session_options(threads: int) -> Any:
-    """ONNX Runtime options for a process that also serves requests: ``threads`` for one run,
-    no parallel runs, quiet logs, and threads that sleep when idle. Spinning threads wait for
-    work by burning a core; on a small machine that also serves requests they slowed a query
-    from 5 to 9 ms (measured under load)."""
+def serving_session(path: Path, threads: int) -> Any:
+    """An ONNX Runtime session for a process that also serves requests: ``threads`` for one run,
+    no parallel runs, every graph optimisation, quiet logs, and threads that sleep when idle.
+    Spinning threads wait for work by burning a core; on a small machine that also serves
+    requests they slowed a query from 5 to 9 ms (measured under load)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -221,14 +221,14 @@ def serving_session_options(threads: int) -> Any:
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
-    return options
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class OnnxMiniLM:
     """Tokenizer + ONNX Runtime session + mean pooling; ``encode`` is thread-safe."""
 
     def __init__(self, threads: int | None = None, quantized: bool = False) -> None:
-        import onnxruntime
         from tokenizers import Tokenizer
 
         source = model_dir()
@@ -252,10 +252,8 @@ class OnnxMiniLM:
         # int8 runs one short text at a time, where a second thread bought nothing (4.0 against
         # 4.2 ms back to back) and took the core the event loop screens the same text on
         # meanwhile (memory off: 0.9 ms more per reply, docs/performance.md); float batches gain.
-        options = serving_session_options(threads or (1 if quantized else min(2, os.cpu_count() or 1)))
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.graph_path = path
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = serving_session(path, threads or (1 if quantized else min(2, os.cpu_count() or 1)))
         # A single query in the serving process runs on ONNX Runtime's own thread (``run_async``):
         # a Python thread handed the run waits for the GIL while the event loop reads the rules and
         # the store, and the model starts only then (0.5 ms later p50 with memory off, stage times
@@ -263,9 +261,7 @@ class OnnxMiniLM:
         # whose pool runs that one text alone. Not in the extraction worker (``threads`` given).
         self.runs_async = quantized and threads is None
         if self.runs_async:
-            async_options = serving_session_options(2)
-            async_options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-            self._async_session = onnxruntime.InferenceSession(str(path), async_options, providers=["CPUExecutionProvider"])
+            self._async_session = serving_session(path, 2)
         self._lock = threading.Lock()  # the tokenizer's padding state is shared
 
     def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
